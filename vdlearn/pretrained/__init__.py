@@ -1,0 +1,1 @@
+"""Official checkpoint layouts: converters between the published key names and vdlearn's modules."""
