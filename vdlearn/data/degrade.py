@@ -39,15 +39,14 @@ def gaussian_blur(video: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     radius = int(math.ceil(3 * float(sigma.max()))) if sigma.numel() else 0
     if radius == 0:
         return video
+    b, c, t, h, w = video.shape
     offsets = torch.arange(-radius, radius + 1, dtype=video.dtype, device=video.device)  # (k,)
     kernel = torch.exp(-0.5 * (offsets[None] / sigma[:, None].clamp_min(1e-3)) ** 2)  # (b, k)
-    kernel = kernel / kernel.sum(dim=1, keepdim=True)
-    kx = kernel[:, None, None, None, :]  # (b, 1, 1, 1, k)
-    x = F.pad(video.flatten(1, 2), (radius, radius, 0, 0), mode="replicate").unflatten(1, video.shape[1:3])
-    x = (x.unfold(-1, 2 * radius + 1, 1) * kx[..., None, :]).sum(-1)  # blur along w
-    x = F.pad(x.flatten(1, 2), (0, 0, radius, radius), mode="replicate").unflatten(1, video.shape[1:3])
-    x = (x.unfold(-2, 2 * radius + 1, 1) * kx[..., None, :]).sum(-1)  # blur along h
-    return x
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c * t, dim=0)  # (b*c*t, k)
+    x = video.reshape(1, b * c * t, h, w)  # every frame channel is its own group
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel[:, None, None, :], groups=b * c * t)
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel[:, None, :, None], groups=b * c * t)
+    return x.reshape(b, c, t, h, w)
 
 
 @functools.lru_cache(maxsize=8)

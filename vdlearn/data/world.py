@@ -21,7 +21,8 @@ Motion physics: speeds are in pixels per second (at 32 px; scaled with the frame
 size), so the displacement per frame is ``speed / fps``: the same caption at a higher
 fps moves less per frame, which is what fps conditioning (VideoCrafter1 sec. 3.2)
 has to learn. Starting points are chosen so the object does not reach a wall in the
-first half of the clip; after that it bounces.
+first half of the clip (when the path is too long for that, as at 4 fps, it starts at
+the far wall); after that it bounces.
 
 Rendering is batched: sprites are placed with separable bilinear (tent) weights, so a
 batch of clips costs a few small matrix products. Taught in notebook 01_toy_video_world.
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 
 from vdlearn.data import degrade
-from vdlearn.data.captions import COLOURS, DIRECTIONS, OBJECTS, SPEEDS, VIDEO_OBJECTS, Caption
+from vdlearn.data.captions import COLOURS, DIRECTIONS, OBJECTS, SPEEDS, VIDEO_OBJECTS, Caption, parse_caption
 from vdlearn.data.glyphs import digit_glyphs, shape_glyph
 from vdlearn.data.rng import integer_seed, uniform
 
@@ -183,9 +184,17 @@ class ToyWorld:
         """The object-colour pairs of the ``heldout`` split."""
         return [(OBJECTS[o], COLOURS[c]) for o, c in self._pairs["heldout"]]
 
-    def attributes(self, indices: Sequence[int], split: str = "train", image: bool = False) -> ClipAttributes:
-        """Sample the attributes of clips (or, with ``image=True``, of still images)."""
+    def attributes(
+        self, indices: Sequence[int], split: str = "train", image: bool = False, fix: dict | None = None,
+    ) -> ClipAttributes:
+        """Sample the attributes of clips (or, with ``image=True``, of still images).
+
+        ``fix`` pins attributes for every clip, e.g. ``{"object": "3", "colour": "red",
+        "direction": "left", "speed": "quickly", "fps": 8}``; the rest (handwriting,
+        position, texture, background) still comes from ``(seed, index)``.
+        """
         self._check(split)
+        fix = dict(fix or {})
         cfg = self.config
         idx = np.asarray(list(indices), dtype=np.int64)
         if idx.ndim != 1 or (idx < 0).any():
@@ -200,6 +209,10 @@ class ToyWorld:
             star = u[:, 1] < cfg.image_only_fraction
             obj[star] = OBJECTS.index("star")
             col[star] = np.minimum((u[star, 2] * len(COLOURS)).astype(int), len(COLOURS) - 1)
+        if "object" in fix:
+            obj[:] = OBJECTS.index(fix["object"])
+        if "colour" in fix:
+            col[:] = COLOURS.index(fix["colour"])
         # a handwritten sample for digits
         _, by_digit = digit_glyphs(cfg.sprite)
         glyph = np.full(b, -1, dtype=np.int64)
@@ -219,6 +232,12 @@ class ToyWorld:
             speed = (u[:, 7] < 0.5).astype(int)
             fps = np.asarray(cfg.fps_choices)[np.minimum((u[:, 8] * len(cfg.fps_choices)).astype(int),
                                                          len(cfg.fps_choices) - 1)]
+            if fix.get("direction") is not None:
+                direction[:] = DIRECTIONS.index(fix["direction"])
+            if fix.get("speed") is not None:
+                speed[:] = SPEEDS.index(fix["speed"])
+            if fix.get("fps") is not None:
+                fps = np.full(b, int(fix["fps"]))
             px_per_frame = np.asarray(cfg.speeds_px_per_s)[speed] * (cfg.size / 32) / fps
             unit = np.array([_DIRECTION_VECTORS[DIRECTIONS[d]] for d in direction])  # (b, 2)
             velocity = unit * px_per_frame[:, None]
@@ -298,8 +317,10 @@ class ToyWorld:
         offset_y = pix[None, None, :, None] - (centre[..., 1, None, None] - s / 2) - u  # (b, t, h, s)
         wx = (1 - offset_x.abs()).clamp_min(0)
         wy = (1 - offset_y.abs()).clamp_min(0)
-        placed_alpha = torch.einsum("bthu,buv,btwv->bthw", wy, alpha, wx)[:, None]  # (b, 1, t, h, w)
-        placed_paint = torch.einsum("bthu,bcuv,btwv->bcthw", wy, paint, wx)  # (b, 3, t, h, w)
+        layers = torch.cat([paint, alpha[:, None]], dim=1)[:, None]  # (b, 1, 4, s, s): RGB and alpha
+        placed = wy[:, :, None] @ (layers @ wx.transpose(-1, -2)[:, :, None])  # (b, t, 4, h, w)
+        placed = placed.permute(0, 2, 1, 3, 4)  # (b, 4, t, h, w)
+        placed_paint, placed_alpha = placed[:, :3], placed[:, 3:]
         # background: a vertical gradient between two dark colours
         top, bottom = style[:, 3:6], style[:, 6:9]  # (b, 3)
         ramp = torch.linspace(0, 1, n)[None, None, :]  # (1, 1, h)
@@ -355,6 +376,32 @@ class ToyWorld:
         if device is not None:
             image = image.to(device)
         return {"image": image, "caption": attrs.captions(), "attributes": attrs}
+
+    def from_caption(
+        self, caption: str, indices: Sequence[int] = (0,), regime: str = "clean", fps: int | None = None,
+        split: str = "test",
+    ) -> dict:
+        """Clips that show exactly ``caption`` (one per index; handwriting, position and
+        background vary with the index). An image caption ("a red star") gives images.
+        Image-only objects can be rendered moving too: the ground truth for a composition
+        (star + motion) that no training video shows.
+
+        >>> ToyWorld().from_caption("a red 3 moving left quickly", indices=range(4))["video"].shape
+        torch.Size([4, 3, 16, 32, 32])
+        """
+        c = parse_caption(caption)
+        fix = {"object": c.object, "colour": c.colour}
+        if c.direction is None:
+            attrs = self.attributes(indices, split, image=True, fix=fix)
+            image = self.render(attrs, frames=1)[:, :, 0] * 2 - 1
+            return {"image": image, "caption": attrs.captions(), "attributes": attrs}
+        fix.update(direction=c.direction, speed=c.speed or SPEEDS[0], fps=fps)
+        attrs = self.attributes(indices, split, fix=fix)
+        video = self.render(attrs)
+        if regime == "lowq":
+            video = self.degrade(video, attrs)
+        return {"video": video * 2 - 1, "caption": attrs.captions(),
+                "fps": torch.from_numpy(attrs.fps.astype(np.int64)), "attributes": attrs}
 
     def clip(self, index: int, split: str = "train", regime: str = "clean") -> dict:
         """One clip: ``video`` ``(3, t, h, w)`` in [-1, 1], ``caption``, ``fps``."""

@@ -118,8 +118,8 @@ def train_feature_net(steps: int = 800, seed: int = 0, lr: float = 2e-3, device=
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: data/judges)")
-    parser.add_argument("--classifier-steps", type=int, default=1500, help="training steps of the attribute classifier")
-    parser.add_argument("--feature-steps", type=int, default=800, help="training steps of the video feature network")
+    parser.add_argument("--classifier-steps", type=int, default=1200, help="training steps of the attribute classifier")
+    parser.add_argument("--feature-steps", type=int, default=600, help="training steps of the video feature network")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--device", default="auto", help="cpu, cuda, mps or auto")
     parser.add_argument("--eval-clips", type=int, default=512, help="test clips used for the recorded metrics")
