@@ -85,6 +85,7 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates files readable by the owner only
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
