@@ -1,0 +1,336 @@
+r"""The training engine: one loop for CPU, one GPU, and several GPUs.
+
+The trainer knows nothing about videos. A *task* (see :class:`TrainingTask`) says how
+to build the global batch of step ``s`` and how to compute the loss on a shard of it;
+the trainer does the rest:
+
+* devices through HF accelerate: the same code runs on a CPU, one GPU, and under
+  ``accelerate launch`` on several GPUs (each process takes its shard of the global
+  batch; gradients are averaged); bf16 autocast on GPUs that support it;
+* AdamW with linear warm-up and cosine decay, gradient clipping, optional gradient
+  checkpointing, an exponential moving average (EMA) of the weights;
+* safetensors checkpoints with a json sidecar, written atomically, and **exact
+  resume**: all randomness of step ``s`` comes from a generator seeded by
+  ``(seed, s)``, so a run interrupted and resumed produces the very same losses as an
+  uninterrupted one;
+* a CSV log (and TensorBoard when it is installed), a tqdm progress bar, sample
+  videos at intervals;
+* a NaN or inf loss stops training with a message; the last good checkpoint is kept.
+
+Why the randomness lives in the task's ``batch`` and not in ``loss``: the noise and
+timesteps of the *global* batch are drawn once and then sharded, so two processes
+with half the batch each see exactly what one process with the whole batch sees (the
+multi-process test relies on it).
+
+Taught in notebook 05_text_to_video.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from vdlearn.data.rng import integer_seed
+from vdlearn.io import load_checkpoint, save_checkpoint, to_jsonable
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class TrainingTask(Protocol):
+    """What the trainer needs from a task."""
+
+    def batch(self, step: int, generator: torch.Generator) -> dict:
+        """The *global* batch of ``step``: tensors and lists with the batch as first axis.
+        Draw every random number (noise, timesteps, dropout masks) here, from ``generator``."""
+
+    def loss(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        """The scalar loss on a shard of the batch (deterministic given the batch)."""
+
+
+@dataclass
+class TrainerConfig:
+    """Optimisation and bookkeeping of one training run."""
+
+    steps: int = 1000  # total optimisation steps (a resumed run continues up to this number)
+    lr: float = 2e-4  # peak learning rate
+    min_lr_ratio: float = 0.1  # final learning rate as a fraction of the peak (cosine decay)
+    warmup: int = 100  # linear warm-up steps
+    weight_decay: float = 0.0  # AdamW weight decay
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
+    grad_clip: float = 1.0  # clip the global gradient norm (0: off)
+    ema_decay: float = 0.999  # EMA of the weights (0: no EMA)
+    mixed_precision: str = "auto"  # "auto" (bf16 on GPUs that support it), "bf16", "fp16" or "no"
+    gradient_checkpointing: bool = False  # trade compute for memory (the model must support it)
+    ckpt_every: int = 500  # write OUT/checkpoint.safetensors every this many steps (and at the end)
+    log_every: int = 10  # append a row to OUT/log.csv every this many steps
+    sample_every: int = 0  # call the task's sample() every this many steps (0: never)
+    seed: int = 0  # seed of all randomness in the run
+    device: str = "auto"  # "auto", "cpu", "cuda" or "mps" (multi-GPU: use accelerate launch)
+
+
+def learning_rate(step: int, cfg: TrainerConfig) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class EMA:
+    r"""Exponential moving average of parameters: :math:`\bar\theta \leftarrow d\,\bar\theta + (1-d)\,\theta`.
+
+    The decay ramps up as :math:`\min(d, (1+s)/(10+s))` so early, noisy weights are
+    forgotten quickly (the schedule of the original LDM/guided-diffusion code).
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+    def copy_to(self, model: torch.nn.Module) -> torch.nn.Module:
+        model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in self.shadow.items()})
+        return model
+
+
+def _shard(batch: dict, rank: int, world: int) -> dict:
+    """Rank ``rank``'s equal slice of every batched entry."""
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, (torch.Tensor, list, tuple)) and len(v) > 0:
+            n = len(v)
+            if n % world:
+                raise ValueError(f"The global batch ({n} items in {k!r}) must divide by the number of processes ({world}).")
+            per = n // world
+            out[k] = v[rank * per : (rank + 1) * per]
+        else:
+            out[k] = v
+    return out
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in state["state"].items():
+        for name, value in st.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{name}"] = value
+            else:
+                scalars[f"{pid}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        _, pid, name = key.split(".", 2)
+        state.setdefault(int(pid), {})[name] = value
+    for key, value in meta.get("scalars", {}).items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+class Trainer:
+    """Train ``model`` on ``task``; see the module docstring. ``fit()`` returns the loss history."""
+
+    def __init__(
+        self, model: torch.nn.Module, task: TrainingTask, config: TrainerConfig, out_dir: str | Path,
+        sample_fn: Callable[[torch.nn.Module, int], dict] | None = None, progress: bool = True,
+        run_info: dict | None = None,
+    ):
+        from accelerate import Accelerator
+
+        self.config = config
+        self.task = task
+        self.out = Path(out_dir)
+        self.sample_fn = sample_fn
+        self.progress = progress
+        self.run_info = dict(run_info or {})
+        mp = config.mixed_precision
+        if mp == "auto":
+            mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+        self.accelerator = Accelerator(mixed_precision=mp, cpu=cpu)
+        if config.gradient_checkpointing:
+            if not hasattr(model, "set_gradient_checkpointing"):
+                raise ValueError(f"{type(model).__name__} has no set_gradient_checkpointing(); turn the option off.")
+            model.set_gradient_checkpointing(True)
+        self.raw_model = model
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("The model has no trainable parameters (all requires_grad=False).")
+        opt = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+        self.model, self.optimizer = self.accelerator.prepare(model, opt)
+        self.ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
+        self.step = 0
+        self.history: list[float] = []
+        self._last_saved: int | None = None
+
+    # ------------------------------------------------------------- checkpoints
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.safetensors"
+
+    def save(self) -> Path | None:
+        """Write the full training state (main process only)."""
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return None
+        model = self.accelerator.unwrap_model(self.model)
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.shadow.items()})
+        opt_tensors, opt_meta = _flatten_optimizer(self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer)
+        tensors.update(opt_tensors)
+        meta = {"kind": "training_state", "step": self.step, "config": asdict(self.config), "optimizer": opt_meta,
+                "history": self.history, **self.run_info}
+        return save_checkpoint(self.checkpoint_path, tensors, meta)
+
+    def load(self, path: str | Path | None = None) -> None:
+        """Restore a training state written by :meth:`save`."""
+        tensors, meta = load_checkpoint(path or self.checkpoint_path)
+        if meta.get("kind") != "training_state":
+            raise ValueError(f"{path or self.checkpoint_path} is not a vdlearn training state (no 'kind: training_state').")
+        model = self.accelerator.unwrap_model(self.model)
+        from vdlearn.io import load_state_dict_checked
+
+        device = next(model.parameters()).device
+        load_state_dict_checked(model, {k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("model.")},
+                                "training checkpoint")
+        if self.ema is not None:
+            self.ema.shadow = {k[4:]: v.to(device) for k, v in tensors.items() if k.startswith("ema.")}
+        opt = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
+        _restore_optimizer(opt, {k: v.to(device) for k, v in tensors.items() if k.startswith("optim.")}, meta["optimizer"])
+        self.step = int(meta["step"])
+        self.history = list(meta["history"])
+        self._last_saved = self.step
+
+    def ema_model(self) -> torch.nn.Module:
+        """A copy of the model holding the EMA weights (the model itself if there is no EMA)."""
+        model = self.accelerator.unwrap_model(self.model)
+        return self.ema.copy_to(copy.deepcopy(model)) if self.ema is not None else model
+
+    # ---------------------------------------------------------------- logging
+    def _log_row(self, row: dict) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        path = self.out / "log.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        if self._tb is not None:
+            for k, v in row.items():
+                if k != "step":
+                    self._tb.add_scalar(k, v, row["step"])
+
+    def _truncate_log(self) -> None:
+        path = self.out / "log.csv"
+        if not path.exists() or not self.accelerator.is_main_process:
+            return
+        rows = list(csv.DictReader(path.open()))
+        keep = [r for r in rows if int(r["step"]) < self.step]
+        with path.open("w", newline="") as f:
+            if rows:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(keep)
+
+    # ------------------------------------------------------------------- loop
+    def fit(self, resume: bool = False, stop_at: int | None = None) -> list[float]:
+        """Train until ``config.steps`` (or ``stop_at``, to simulate an interruption)."""
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            if not self.checkpoint_path.exists():
+                raise FileNotFoundError(f"--resume: no checkpoint at {self.checkpoint_path}; start without --resume.")
+            self.load()
+            self._truncate_log()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.out / "tensorboard")) if self.accelerator.is_main_process else None
+        except ImportError:
+            self._tb = None
+        end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        bar = tqdm(range(self.step, end), initial=self.step, total=cfg.steps, desc="training",
+                   disable=not (self.progress and self.accelerator.is_main_process))
+        self.model.train()
+        t0 = time.time()
+        for _ in bar:
+            step = self.step
+            gen = torch.Generator().manual_seed(integer_seed(cfg.seed, step, stream=4242))
+            batch = _shard(self.task.batch(step, gen), rank, world)
+            lr = learning_rate(step, cfg)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            with self.accelerator.autocast():
+                loss = self.task.loss(self.model, batch)
+            mean_loss = self.accelerator.gather(loss.detach().float().reshape(1)).mean()
+            if not torch.isfinite(mean_loss):
+                last = f"the last good checkpoint is {self.checkpoint_path} (step {self._last_saved})" \
+                    if self._last_saved is not None else "no checkpoint was written yet"
+                raise TrainingDiverged(
+                    f"The loss became {mean_loss.item()} at step {step}; training stopped and {last}. "
+                    f"Try a lower learning rate (now {lr:.2e}), gradient clipping, or fp32 (--mixed-precision no)."
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.accelerator.backward(loss)
+            grad_norm = float("nan")
+            if cfg.grad_clip > 0:
+                grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.accelerator.unwrap_model(self.model), step)
+            self.history.append(float(mean_loss))
+            self.step += 1
+            if step % cfg.log_every == 0 or self.step == end:
+                self._log_row({"step": step, "loss": float(mean_loss), "lr": lr, "grad_norm": grad_norm,
+                               "seconds": round(time.time() - t0, 2)})
+                bar.set_postfix(loss=f"{float(mean_loss):.4f}")
+            if cfg.sample_every and self.step % cfg.sample_every == 0 and self.sample_fn is not None:
+                self._sample()
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                self.save()
+                self._last_saved = self.step
+        if stop_at is not None and self.step < cfg.steps:
+            self.save()
+            self._last_saved = self.step
+        if self._tb is not None:
+            self._tb.close()
+        return self.history
+
+    def _sample(self) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        from vdlearn.viz import save_video
+
+        videos = self.sample_fn(self.ema_model().eval(), self.step)
+        folder = self.out / "samples"
+        for name, video in videos.items():
+            save_video(folder / f"step{self.step:06d}_{name}.gif", video)
+        (folder / f"step{self.step:06d}.json").write_text(json.dumps(to_jsonable(list(videos)), indent=1))
+        self.model.train()
