@@ -1,0 +1,125 @@
+r"""The training loss: noise the data to a random step, ask the network to undo it.
+
+Taught in ``notebooks/03_diffusion_basics.ipynb`` (section "Training a tiny denoiser");
+the trainers of notebooks 05-09 call :func:`diffusion_loss`.
+
+Ho et al. 2020 (eq. 14) show that a reweighted variational bound reduces to a plain
+regression, $L_{simple}$:
+
+$$L = \mathbb E_{t \sim U\{0..N-1\},\ x_0,\ \epsilon \sim \mathcal N(0,I)}
+\big\| \text{target} - f_\theta(x_t, t, c) \big\|^2,\qquad
+x_t = \sqrt{\bar\alpha_t}\,s_t\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,$$
+
+where the target is $\epsilon$ (epsilon-prediction), $v = \sqrt{\bar\alpha_t}\epsilon - \sqrt{1-\bar\alpha_t}\,s_t x_0$
+(v-prediction, Salimans & Ho 2022) or $x_0$, as the schedule's ``prediction_type``
+says. For video, the squared error is averaged over channels, frames and pixels, so
+one video counts as one sample whatever its length.
+
+Optional per-sample ``weights`` (shape ``(b,)``) multiply each sample's loss before
+the batch mean, e.g. :func:`min_snr_weights` (Hang et al. 2023, "Efficient Diffusion
+Training via Min-SNR Weighting Strategy"): in $x_0$ units every step is weighted by
+$\min(\mathrm{SNR}_t, \gamma)$, so easy low-noise steps stop dominating the gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vdlearn.diffusion.denoiser import Cond, Denoiser, expand_cond
+from vdlearn.diffusion.process import q_sample, training_target
+from vdlearn.diffusion.schedules import NoiseSchedule, check_timesteps
+
+
+@dataclass
+class LossOutput:
+    """The loss and what went into it (for logging and for notebooks)."""
+
+    loss: torch.Tensor  # () the scalar to backpropagate
+    per_sample: torch.Tensor  # (b,) each sample's (weighted) mean squared error
+    t: torch.Tensor  # (b,) the timesteps drawn
+    x_t: torch.Tensor  # (b, ...) the noised input
+    target: torch.Tensor  # (b, ...) what the network should have output
+    prediction: torch.Tensor  # (b, ...) what it did output
+
+
+def sample_timesteps(
+    batch: int, schedule: NoiseSchedule, generator: torch.Generator | None = None,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    r"""$t \sim U\{0, .., N-1\}$, one per sample: ``(b,)`` long."""
+    gen_device = generator.device if generator is not None else device
+    t = torch.randint(0, schedule.num_train_timesteps, (batch,), generator=generator, device=gen_device)
+    return t.to(device)
+
+
+def min_snr_weights(
+    schedule: NoiseSchedule, t: torch.Tensor, gamma: float = 5.0, prediction_type: str | None = None,
+) -> torch.Tensor:
+    r"""Min-SNR-$\gamma$ loss weights ``(b,)`` for the schedule's target.
+
+    $x_0$-target: $\min(\mathrm{SNR}, \gamma)$; $\epsilon$-target: $\min(\mathrm{SNR}, \gamma)/\mathrm{SNR}$;
+    $v$-target: $\min(\mathrm{SNR}, \gamma)/(\mathrm{SNR}+1)$.
+    """
+    snr = schedule.snr(t)  # (b,)
+    clipped = snr.clamp(max=gamma)
+    kind = prediction_type or schedule.prediction_type
+    if kind == "epsilon":
+        return clipped / snr
+    if kind == "v_prediction":
+        return clipped / (snr + 1)
+    if kind == "sample":
+        return clipped
+    raise ValueError(f"Unknown prediction_type {kind!r}; expected 'epsilon', 'v_prediction' or 'sample'.")
+
+
+def diffusion_loss(
+    model: Denoiser,
+    x0: torch.Tensor,
+    schedule: NoiseSchedule,
+    *,
+    cond: Cond | None = None,
+    t: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    weights: torch.Tensor | None = None,
+    return_details: bool = False,
+) -> torch.Tensor | LossOutput:
+    """The denoising loss of ``model`` on a batch of clean data ``x0`` ``(b, c, [t,] h, w)``.
+
+    ``t`` and ``noise`` are drawn (with ``generator``) unless given. ``cond`` is passed to
+    the model as keywords (drop it for CFG training with
+    :func:`vdlearn.diffusion.guidance.drop_condition` first). Returns the scalar loss,
+    or a :class:`LossOutput` with ``return_details=True``.
+    """
+    b = x0.shape[0]
+    if t is None:
+        t = sample_timesteps(b, schedule, generator=generator, device=x0.device)
+    t = check_timesteps(t.to(x0.device), schedule.num_train_timesteps)
+    if t.shape != (b,):
+        raise ValueError(f"t must have shape ({b},), one timestep per sample, got {tuple(t.shape)}.")
+    if noise is None:
+        gen_device = generator.device if generator is not None else x0.device
+        noise = torch.randn(x0.shape, generator=generator, device=gen_device, dtype=x0.dtype).to(x0.device)
+
+    # $x_t = \sqrt{\bar\alpha_t}\, s_t\, x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$
+    x_t = q_sample(schedule, x0, t, noise)  # (b, ...)
+    # target: $\epsilon$, $v$ or $x_0$
+    target = training_target(schedule, x0, noise, t)  # (b, ...)
+    prediction = model(x_t, t, **expand_cond(cond, b))  # (b, ...)
+    if prediction.shape != target.shape:
+        raise ValueError(
+            f"The model returned shape {tuple(prediction.shape)} for an input of shape {tuple(x_t.shape)}; "
+            f"a denoiser must return a tensor shaped like its input."
+        )
+    # $\| \text{target} - f_\theta(x_t, t) \|^2$, averaged over everything but the batch
+    per_sample = (prediction.float() - target.float()).pow(2).flatten(1).mean(dim=1)  # (b,)
+    if weights is not None:
+        if weights.shape != (b,):
+            raise ValueError(f"weights must have shape ({b},), one per sample, got {tuple(weights.shape)}.")
+        per_sample = per_sample * weights.to(per_sample)
+    loss = per_sample.mean()
+    if return_details:
+        return LossOutput(loss, per_sample, t, x_t, target, prediction)
+    return loss
