@@ -1,0 +1,458 @@
+"""The video U-Net of VideoCrafter1/2: config, presets and the model.
+
+A latent video diffusion model predicts the noise ``eps`` in a noisy latent video
+``x_t (b, 4, t, h, w)`` given the timestep, the caption tokens and (VideoCrafter2) the fps.
+VideoCrafter1 (arXiv 2310.19512, the denoising 3D U-Net) and VideoCrafter2 (arXiv
+2401.09047) start from Stable Diffusion's 2D U-Net and interleave *temporal* layers::
+
+    conv_in -> init_attn (temporal)                                   # per frame, then over time
+    down:  [ResBlock(+temporal conv) -> SpatialTransformer -> TemporalTransformer] x N, Downsample
+    mid:   ResBlock -> Spatial -> Temporal -> ResBlock
+    up:    [concat skip -> ResBlock -> Spatial -> Temporal] x (N+1), Upsample
+    out:   GroupNorm -> SiLU -> conv_out
+
+Everything spatial runs on frames folded into the batch, ``(b*t, c, h, w)``; the temporal
+layers look across frames. Remove the temporal layers and what is left is exactly an
+image U-Net applied to every frame: that is *image mode* (``forward(..., temporal=False)``)
+and the starting point of *inflation* (:mod:`vdlearn.models.unet.inflate`).
+
+Parameters fall into two groups, ``"spatial"`` (the image U-Net) and ``"temporal"``
+(temporal convs, temporal transformers, ``init_attn`` and the fps embedding): VideoCrafter2's
+recipe fine-tunes the spatial group only (``model.freeze("temporal")``).
+
+Taught in ``notebooks/04_temporal_unet.ipynb``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from vdlearn.models.unet.attention import POSITION_KINDS
+from vdlearn.models.unet.embeddings import ScalarEmbedding
+from vdlearn.models.unet.resblock import (
+    Downsample,
+    GroupNorm32,
+    ResBlock,
+    TemporalConvBlock,
+    Upsample,
+    apply_to_video_frames,
+    fold_frames,
+    unfold_frames,
+)
+from vdlearn.models.unet.transformer import SpatialTransformer, TemporalTransformer
+
+GROUPS = ("spatial", "temporal")
+
+
+@dataclass
+class UNetConfig:
+    """Everything that shapes a :class:`VideoUNet`. Presets: :data:`UNET_PRESETS`."""
+
+    # --- input and output -------------------------------------------------------------
+    in_channels: int = 4  # channels of the noisy latent x_t (4 for the SD VAE)
+    out_channels: int | None = None  # channels predicted (eps); None means in_channels
+    concat_channels: int = 0  # extra condition channels concatenated to x_t before conv_in
+    #                           (interpolation / super-resolution / reference-frame models)
+    # --- width and depth --------------------------------------------------------------
+    model_channels: int = 320  # width of the first level (SD: 320)
+    channel_mult: tuple[int, ...] = (1, 2, 4, 4)  # width of level i = model_channels * channel_mult[i]
+    num_res_blocks: int = 2  # ResBlocks per level on the way down (up: one more)
+    attention_levels: tuple[int, ...] = (0, 1, 2)  # levels (0 = full resolution) that get transformers
+    head_channels: int = 64  # channels per attention head; heads = width // head_channels
+    transformer_depth: int = 1  # transformer blocks per spatial transformer
+    norm_groups: int = 32  # GroupNorm groups everywhere (widths must be divisible by it)
+    dropout: float = 0.0  # dropout in ResBlocks and attention
+    # --- conditioning -----------------------------------------------------------------
+    context_dim: int | None = 1024  # width of the text tokens (OpenCLIP-H: 1024); None: no cross-
+    #                                 attention input (attn2 becomes a second self-attention)
+    fps_cond: bool = True  # add an fps embedding to the timestep embedding (VideoCrafter2)
+    image_cross_attention: bool = False  # VideoCrafter1 I2V: extra k/v for image tokens in attn2
+    text_context_len: int = 77  # with image_cross_attention: how many leading context tokens are text
+    image_cross_attention_scale: float = 1.0  # weight of the image branch of dual cross-attention
+    # --- temporal layers --------------------------------------------------------------
+    temporal_conv: bool = True  # 4-stage Conv3d(3,1,1) block after every ResBlock (VideoCrafter2)
+    temporal_conv_dropout: float = 0.1  # dropout inside the temporal conv block
+    temporal_attention: bool = True  # a TemporalTransformer after every SpatialTransformer
+    temporal_transformer_depth: int = 1  # transformer blocks per temporal transformer
+    init_temporal_attention: bool = True  # 'init_attn': a temporal transformer right after conv_in
+    init_attention_heads: int = 8  # its heads (of head_channels each)
+    temporal_position: str = "none"  # "none" (VC2) | "relative" (Shaw, VC1) | "rope_bias" (LaVie)
+    max_relative_distance: int = 16  # "relative": distances clipped to +-this (table of 2*16+1 rows)
+    rotary_dim: int = 32  # "rope_bias": channels of each head that are rotated
+    bias_buckets: int = 32  # "rope_bias": T5 distance buckets
+    bias_max_distance: int = 32  # "rope_bias": distance at which the last bucket starts
+    # --- memory -----------------------------------------------------------------------
+    gradient_checkpointing: bool = False  # recompute each stage's activations in backward: less memory,
+    #                                       one extra forward pass per training step
+
+    def __post_init__(self):
+        self.channel_mult = tuple(self.channel_mult)
+        self.attention_levels = tuple(self.attention_levels)
+        if self.temporal_position not in POSITION_KINDS:
+            raise ValueError(f"temporal_position must be one of {POSITION_KINDS}, got {self.temporal_position!r}.")
+        bad = [lvl for lvl in self.attention_levels if not 0 <= lvl < len(self.channel_mult)]
+        if bad:
+            raise ValueError(f"attention_levels {bad} do not exist: there are {len(self.channel_mult)} levels.")
+        for mult in self.channel_mult:
+            width = self.model_channels * mult
+            if width % self.norm_groups or width % self.head_channels:
+                raise ValueError(
+                    f"Width {width} (model_channels {self.model_channels} x {mult}) must be divisible by "
+                    f"norm_groups={self.norm_groups} and head_channels={self.head_channels}."
+                )
+        if self.image_cross_attention and self.context_dim is None:
+            raise ValueError("image_cross_attention needs a context_dim.")
+
+    @property
+    def out_ch(self) -> int:
+        return self.out_channels if self.out_channels is not None else self.in_channels
+
+    @property
+    def has_temporal_layers(self) -> bool:
+        return self.temporal_conv or self.temporal_attention or self.init_temporal_attention or self.fps_cond
+
+    def image_only(self) -> UNetConfig:
+        """The same U-Net without temporal layers or fps: an image U-Net (applied per frame)."""
+        return dataclasses.replace(self, temporal_conv=False, temporal_attention=False,
+                                   init_temporal_attention=False, fps_cond=False)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> UNetConfig:
+        """A named preset (see :data:`UNET_PRESETS`), with fields overridden by keyword."""
+        if name not in UNET_PRESETS:
+            raise KeyError(f"Unknown U-Net preset {name!r}. Available: {', '.join(UNET_PRESETS)}.")
+        return dataclasses.replace(UNET_PRESETS[name], **overrides)
+
+
+#: Named configurations. Presets are data: build one with ``VideoUNet.from_preset(name)``.
+UNET_PRESETS: dict[str, UNetConfig] = {
+    # 5.1M parameters for 32x32 frames as 4 x 8 x 8 (or 4 x 16 x 16) latents: trains on a CPU.
+    # The VideoCrafter2 layout (temporal conv, init_attn, fps, attention at all but the deepest
+    # level), narrower (32/64/128) and shallower (one ResBlock per level).
+    "toy": UNetConfig(
+        model_channels=32, channel_mult=(1, 2, 4), num_res_blocks=1, attention_levels=(0, 1),
+        head_channels=16, norm_groups=8, context_dim=64, init_attention_heads=2,
+    ),
+    # VideoCrafter2 text-to-video, 320x512 (configs/inference_t2v_512_v2.0.yaml)
+    "videocrafter2_t2v_512": UNetConfig(),
+    # VideoCrafter1 text-to-video, 576x1024: no temporal conv, Shaw relative positions
+    "videocrafter1_t2v_1024": UNetConfig(temporal_conv=False, temporal_position="relative"),
+    # VideoCrafter1 text-to-video, 320x512 v1.0: as the 1024 model, without fps conditioning
+    "videocrafter1_t2v_512": UNetConfig(temporal_conv=False, temporal_position="relative", fps_cond=False),
+    # VideoCrafter1 image-to-video, 320x512: VideoCrafter2's layout plus dual cross-attention
+    "videocrafter1_i2v_512": UNetConfig(image_cross_attention=True),
+}
+
+
+class UNetStage(nn.Module):
+    """One step of the U-Net: ``ResBlock -> [SpatialTransformer -> TemporalTransformer] -> [resample]``.
+
+    Any part may be absent (a downsampling stage is only a :class:`Downsample`).
+    """
+
+    def __init__(self, res=None, spatial=None, temporal=None, resample=None):
+        super().__init__()
+        self.res, self.spatial, self.temporal, self.resample = res, spatial, temporal, resample
+
+    def forward(self, h, emb, context, frames: int, num_images: int):
+        if self.res is not None:
+            h = self.res(h, emb, frames, num_images)
+        if self.spatial is not None:
+            h = self.spatial(h, context)
+        if self.temporal is not None:
+            h = apply_to_video_frames(self.temporal, h, frames, num_images)
+        if self.resample is not None:
+            h = self.resample(h)
+        return h
+
+
+class MiddleBlock(nn.Module):
+    """``ResBlock -> SpatialTransformer -> TemporalTransformer -> ResBlock`` at the lowest resolution."""
+
+    def __init__(self, res1, spatial, temporal, res2):
+        super().__init__()
+        self.res1, self.spatial, self.temporal, self.res2 = res1, spatial, temporal, res2
+
+    def forward(self, h, emb, context, frames: int, num_images: int):
+        h = self.res1(h, emb, frames, num_images)
+        h = self.spatial(h, context)
+        if self.temporal is not None:
+            h = apply_to_video_frames(self.temporal, h, frames, num_images)
+        return self.res2(h, emb, frames, num_images)
+
+
+class VideoUNet(nn.Module):
+    """The VideoCrafter-style video U-Net.
+
+    ``forward(x (b, c, t, h, w), timesteps (b,), context (b, n, d) | (b, t, n, d) | None,
+    fps (b,) | None) -> (b, c_out, t, h, w)``.
+    """
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = cfg = config
+        emb_dim = 4 * cfg.model_channels
+
+        def heads_of(channels: int) -> int:
+            return channels // cfg.head_channels
+
+        temporal_options = {"norm_groups": cfg.norm_groups, "position": cfg.temporal_position,
+                            "max_distance": cfg.max_relative_distance, "rotary_dim": cfg.rotary_dim,
+                            "bias_buckets": cfg.bias_buckets, "bias_max_distance": cfg.bias_max_distance,
+                            "dropout": cfg.dropout}
+
+        def res(cin, cout):
+            return ResBlock(cin, emb_dim, cout, cfg.dropout, cfg.temporal_conv, cfg.temporal_conv_dropout,
+                            cfg.norm_groups)
+
+        def spatial(ch):
+            return SpatialTransformer(ch, heads_of(ch), cfg.head_channels, cfg.transformer_depth, cfg.context_dim,
+                                      cfg.dropout, cfg.norm_groups, cfg.image_cross_attention,
+                                      cfg.text_context_len, cfg.image_cross_attention_scale)
+
+        def temporal(ch, heads=None):
+            if not cfg.temporal_attention and heads is None:
+                return None
+            return TemporalTransformer(ch, heads or heads_of(ch), cfg.head_channels,
+                                       cfg.temporal_transformer_depth, **temporal_options)
+
+        # --- embeddings and stem -------------------------------------------------------
+        self.time_embed = ScalarEmbedding(cfg.model_channels, emb_dim)
+        self.fps_embed = ScalarEmbedding(cfg.model_channels, emb_dim) if cfg.fps_cond else None
+        if self.fps_embed is not None:  # starts silent: adding fps never disturbs a trained model
+            nn.init.zeros_(self.fps_embed.linear_2.weight)
+            nn.init.zeros_(self.fps_embed.linear_2.bias)
+        in_ch = cfg.in_channels + cfg.concat_channels
+        self.conv_in = nn.Conv2d(in_ch, cfg.model_channels, 3, padding=1)
+        self.init_attn = (temporal(cfg.model_channels, heads=cfg.init_attention_heads)
+                          if cfg.init_temporal_attention else None)
+
+        # --- down path ------------------------------------------------------------------
+        self.down_stages = nn.ModuleList()
+        skip_channels = [cfg.model_channels]
+        ch = cfg.model_channels
+        for level, mult in enumerate(cfg.channel_mult):
+            attn = level in cfg.attention_levels
+            for _ in range(cfg.num_res_blocks):
+                out = cfg.model_channels * mult
+                self.down_stages.append(UNetStage(res(ch, out), spatial(out) if attn else None,
+                                                  temporal(out) if attn else None))
+                ch = out
+                skip_channels.append(ch)
+            if level != len(cfg.channel_mult) - 1:
+                self.down_stages.append(UNetStage(resample=Downsample(ch)))
+                skip_channels.append(ch)
+
+        # --- middle ---------------------------------------------------------------------
+        self.mid = MiddleBlock(res(ch, ch), spatial(ch), temporal(ch), res(ch, ch))
+
+        # --- up path --------------------------------------------------------------------
+        self.up_stages = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            attn = level in cfg.attention_levels
+            for i in range(cfg.num_res_blocks + 1):
+                out = cfg.model_channels * mult
+                up = Upsample(out) if (level > 0 and i == cfg.num_res_blocks) else None
+                self.up_stages.append(UNetStage(res(ch + skip_channels.pop(), out), spatial(out) if attn else None,
+                                                temporal(out) if attn else None, up))
+                ch = out
+
+        # --- output ---------------------------------------------------------------------
+        self.out_norm = GroupNorm32(cfg.norm_groups, ch, eps=1e-5)
+        self.conv_out = nn.Conv2d(ch, cfg.out_ch, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)  # the untrained model predicts zeros
+        nn.init.zeros_(self.conv_out.bias)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> VideoUNet:
+        """``VideoUNet.from_preset("toy")``; keyword arguments override config fields."""
+        return cls(UNetConfig.preset(name, **overrides))
+
+    # --- input checks ----------------------------------------------------------------------
+    def _prepare(self, x, timesteps, context, fps, concat, temporal):
+        cfg = self.config
+        if x.ndim != 5:
+            hint = " For an image batch (b, c, h, w) use x[:, :, None] (one frame)." if x.ndim == 4 else ""
+            raise ValueError(f"Expected a video latent of shape (b, c, t, h, w), got {tuple(x.shape)}.{hint}")
+        b, c, t, h, w = x.shape
+        if c != cfg.in_channels:
+            raise ValueError(f"Expected {cfg.in_channels} input channels (config.in_channels), got {c}.")
+        factor = 2 ** (len(cfg.channel_mult) - 1)
+        if h % factor or w % factor:
+            raise ValueError(
+                f"Height and width must be divisible by {factor} ({len(cfg.channel_mult) - 1} downsamplings), "
+                f"got {h}x{w}. Crop or pad the latent."
+            )
+        if cfg.concat_channels:
+            if concat is None or tuple(concat.shape) != (b, cfg.concat_channels, t, h, w):
+                got = None if concat is None else tuple(concat.shape)
+                raise ValueError(
+                    f"This model takes {cfg.concat_channels} extra condition channels: pass "
+                    f"concat of shape {(b, cfg.concat_channels, t, h, w)}, got {got}."
+                )
+            x = torch.cat([x, concat.to(x.dtype)], dim=1)
+        elif concat is not None:
+            raise ValueError("concat was given but the model has concat_channels=0. Set it in the config.")
+
+        timesteps = torch.as_tensor(timesteps, device=x.device)
+        if timesteps.ndim == 0 or timesteps.numel() == 1:
+            timesteps = timesteps.reshape(1).expand(b)
+        if timesteps.shape != (b,):
+            raise ValueError(f"Expected timesteps of shape ({b},) (one per video), got {tuple(timesteps.shape)}.")
+
+        if cfg.fps_cond and temporal:
+            if fps is None:
+                raise ValueError(
+                    "This model is conditioned on frames per second (config.fps_cond=True): pass fps=..., "
+                    "a number or a tensor of shape (b,). VideoCrafter2's sampler uses fps=28 at 512 px."
+                )
+            fps = torch.as_tensor(fps, device=x.device)
+            if fps.ndim == 0 or fps.numel() == 1:
+                fps = fps.reshape(1).expand(b)
+            if fps.shape != (b,):
+                raise ValueError(f"Expected fps of shape ({b},), got {tuple(fps.shape)}.")
+
+        if context is not None:
+            if context.ndim == 4:  # one context per frame (e.g. a caption per image in joint training)
+                if context.shape[:2] != (b, t):
+                    raise ValueError(f"A per-frame context must be (b, t, n, d) = ({b}, {t}, n, d), "
+                                     f"got {tuple(context.shape)}.")
+                context = context.flatten(0, 1)  # (b*t, n, d)
+            elif context.ndim != 3 or context.shape[0] != b:
+                raise ValueError(f"Expected context of shape ({b}, n, d) or ({b}, {t}, n, d), got {tuple(context.shape)}.")
+            if cfg.context_dim is None:
+                raise ValueError("This model has no cross-attention conditioning (context_dim=None): pass context=None.")
+            context = context.to(x.dtype)
+        elif cfg.context_dim is not None:
+            raise ValueError(
+                f"This model is conditioned on a context of width {cfg.context_dim} (text tokens): pass "
+                f"context of shape (b, n, {cfg.context_dim}). For unconditional use, pass the embedding of "
+                f"the empty caption, or build the model with context_dim=None."
+            )
+        return x, timesteps, context, fps
+
+    # --- forward ---------------------------------------------------------------------------
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor | float,
+        context: torch.Tensor | None = None,
+        fps: torch.Tensor | float | None = None,
+        *,
+        concat: torch.Tensor | None = None,
+        num_images: int = 0,
+        temporal: bool = True,
+    ) -> torch.Tensor:
+        """Predict the noise of ``x``.
+
+        Args:
+            x: noisy latents ``(b, in_channels, t, h, w)``.
+            timesteps: diffusion step per video, ``(b,)`` (a scalar is broadcast).
+            context: text tokens ``(b, n, context_dim)`` shared by all frames, or one
+                context per frame ``(b, t, n, context_dim)``; ``None`` only if ``context_dim`` is None.
+                With ``image_cross_attention``: ``text_context_len`` text tokens then image tokens.
+            fps: frames per second per video ``(b,)`` or a number; required if ``fps_cond``
+                (except in image mode), ignored otherwise.
+            concat: extra condition channels ``(b, concat_channels, t, h, w)`` if configured.
+            num_images: the last ``num_images`` of the ``t`` frames are independent images
+                (joint image-video training): temporal layers skip them.
+            temporal: ``False`` runs in image mode: every temporal layer and the fps embedding
+                are skipped, each frame is denoised on its own by the spatial layers alone.
+
+        Returns:
+            ``(b, out_channels, t, h, w)``.
+        """
+        t = x.shape[2] if x.ndim == 5 else 0
+        if not 0 <= num_images <= t:
+            raise ValueError(f"num_images must be between 0 and the number of frames ({t}), got {num_images}.")
+        if not temporal:
+            num_images = t
+        video_frames = t - num_images
+        x, timesteps, context, fps = self._prepare(x, timesteps, context, fps, concat, video_frames > 0)
+        b = x.shape[0]
+
+        emb = self.time_embed(timesteps)[:, None, :].expand(b, t, -1)  # (b, t, E): every frame gets its video's
+        if self.fps_embed is not None and video_frames > 0:
+            is_video = (torch.arange(t, device=x.device) < video_frames).to(emb.dtype)  # images get no fps
+            emb = emb + self.fps_embed(fps)[:, None, :] * is_video[None, :, None]
+        emb = emb.reshape(b * t, -1).to(x.dtype)  # (b*t, E)
+
+        h = fold_frames(x)  # (b*t, c, h, w)
+        if self._channels_last(x.device):
+            # memory order (b*t, h, w, c): per-pixel channel vectors are contiguous, which makes the
+            # token reshapes of the transformers and temporal convs views instead of copies
+            h = h.contiguous(memory_format=torch.channels_last)
+        h = self.conv_in(h)  # (b*t, model_channels, h, w)
+        if self.init_attn is not None:
+            h = apply_to_video_frames(self.init_attn, h, t, num_images)
+        skips = [h]
+        for stage in self.down_stages:
+            h = self._run(stage, h, emb, context, t, num_images)
+            skips.append(h)
+        h = self._run(self.mid, h, emb, context, t, num_images)
+        for stage in self.up_stages:
+            h = torch.cat([h, skips.pop()], dim=1)  # (b*t, c + c_skip, h, w)
+            h = self._run(stage, h, emb, context, t, num_images)
+        h = self.conv_out(F.silu(self.out_norm(h)))  # (b*t, c_out, h, w)
+        return unfold_frames(h, t).contiguous()  # (b, c_out, t, h, w)
+
+    #: Memory layout of the activations: True channels-last, False contiguous, None automatic
+    #: (channels-last on CPU, where it is measurably faster; contiguous elsewhere).
+    channels_last: bool | None = None
+
+    def _channels_last(self, device: torch.device) -> bool:
+        return self.channels_last if self.channels_last is not None else device.type == "cpu"
+
+    def _run(self, stage, h, emb, context, frames, num_images):
+        if self.config.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(stage, h, emb, context, frames, num_images, use_reentrant=False)
+        return stage(h, emb, context, frames, num_images)
+
+    # --- parameter groups ------------------------------------------------------------------
+    def temporal_modules(self) -> list[nn.Module]:
+        """Modules that exist only in the video model: temporal convs/transformers, init_attn, fps embedding."""
+        mods = [m for m in self.modules() if isinstance(m, (TemporalTransformer, TemporalConvBlock))]
+        if self.fps_embed is not None:
+            mods.append(self.fps_embed)
+        return mods
+
+    def named_parameter_groups(self) -> dict[str, dict[str, nn.Parameter]]:
+        """``{"spatial": {name: param}, "temporal": {name: param}}``, every parameter in exactly one group."""
+        temporal_ids = {id(p) for m in self.temporal_modules() for p in m.parameters()}
+        groups: dict[str, dict[str, nn.Parameter]] = {g: {} for g in GROUPS}
+        for name, p in self.named_parameters():
+            groups["temporal" if id(p) in temporal_ids else "spatial"][name] = p
+        return groups
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """``{"spatial": [...], "temporal": [...]}``: ready for an optimizer's param groups."""
+        return {g: list(ps.values()) for g, ps in self.named_parameter_groups().items()}
+
+    def _group(self, group: str) -> list[nn.Parameter]:
+        if group not in GROUPS:
+            raise ValueError(f"Unknown parameter group {group!r}; choose one of {GROUPS}.")
+        return self.parameter_groups()[group]
+
+    def freeze(self, group: str) -> VideoUNet:
+        """Stop gradients for a group (``"spatial"`` or ``"temporal"``); returns the model."""
+        for p in self._group(group):
+            p.requires_grad_(False)
+        return self
+
+    def unfreeze(self, group: str) -> VideoUNet:
+        """Train a group again; returns the model."""
+        for p in self._group(group):
+            p.requires_grad_(True)
+        return self
+
+    def count_parameters(self) -> dict[str, int]:
+        """Number of parameters per group and in total."""
+        counts = {g: sum(p.numel() for p in ps) for g, ps in self.parameter_groups().items()}
+        counts["total"] = sum(counts.values())
+        return counts
