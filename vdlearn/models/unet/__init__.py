@@ -8,7 +8,7 @@
 ``transformer``        spatial and temporal transformers
 ``unet``               :class:`UNetConfig`, presets, :class:`VideoUNet`
 ``inflate``            image U-Net -> video U-Net, exactly equal at initialisation
-``inspect``            temporal attention maps, parameter counts per kind of module
+``inspection``         temporal attention maps, parameter counts per kind of module
 =====================  ==================================================================
 
 Quick start::
@@ -23,7 +23,10 @@ Taught in ``notebooks/04_temporal_unet.ipynb``.
 from vdlearn.models.unet.attention import Attention
 from vdlearn.models.unet.embeddings import ScalarEmbedding, sinusoidal_embedding
 from vdlearn.models.unet.inflate import inflate, make_temporal_identity
-from vdlearn.models.unet.inspect import parameter_breakdown, record_temporal_attention
+from vdlearn.models.unet.inspection import (
+    parameter_breakdown,
+    record_temporal_attention,
+)
 from vdlearn.models.unet.positions import (
     PartialRotaryEmbedding,
     ShawRelativePosition,

@@ -1,0 +1,1 @@
+"""Training loops: small, readable, resumable (progress bar, periodic checkpoints, exact resume)."""
