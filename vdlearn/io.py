@@ -144,6 +144,16 @@ def check_state_dict(
     ]
     if not (missing or unexpected or shapes):
         return
+    raise mismatch_error(
+        f"The {what} does not match {type(module).__name__}.", missing, unexpected, shapes, limit,
+        hint="Check that the checkpoint and the model config (preset) belong together.",
+    )
+
+
+def mismatch_error(
+    headline: str, missing: list[str], unexpected: list[str], shapes: list[str] = (), limit: int = 20, hint: str = "",
+) -> CheckpointMismatchError:
+    """A :class:`CheckpointMismatchError` listing missing keys, unexpected keys and bad shapes."""
 
     def block(title: str, items: list[str]) -> str:
         if not items:
@@ -151,12 +161,9 @@ def check_state_dict(
         more = f"\n    ... and {len(items) - limit} more" if len(items) > limit else ""
         return f"\n  {title} ({len(items)}):\n    " + "\n    ".join(items[:limit]) + more
 
-    raise CheckpointMismatchError(
-        f"The {what} does not match {type(module).__name__}."
-        + block("missing keys", missing)
-        + block("unexpected keys", unexpected)
-        + block("shape mismatches", shapes)
-        + "\nCheck that the checkpoint and the model config (preset) belong together."
+    return CheckpointMismatchError(
+        headline + block("missing keys", missing) + block("unexpected keys", unexpected)
+        + block("shape mismatches", list(shapes)) + (f"\n{hint}" if hint else "")
     )
 
 

@@ -37,7 +37,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from vdlearn.io import CheckpointMismatchError, check_state_dict
+from vdlearn.io import CheckpointMismatchError, check_state_dict, mismatch_error
 from vdlearn.models.vae.autoencoder import AutoencoderKL
 from vdlearn.models.vae.config import VAEConfig
 
@@ -134,18 +134,10 @@ def key_table(cfg: VAEConfig) -> list[tuple[str, str, str, bool]]:
 
 
 def _mismatch(what: str, missing: list[str], unexpected: list[str], limit: int = 20) -> CheckpointMismatchError:
-    def block(title: str, items: list[str]) -> str:
-        if not items:
-            return ""
-        more = f"\n    ... and {len(items) - limit} more" if len(items) > limit else ""
-        return f"\n  {title} ({len(items)}):\n    " + "\n    ".join(items[:limit]) + more
-
-    return CheckpointMismatchError(
-        f"The {what} does not match the autoencoder layout."
-        + block("missing keys", missing)
-        + block("unexpected keys", unexpected)
-        + "\nCheck that the checkpoint is a KL autoencoder of this preset (e.g. 'sd' for VideoCrafter, "
-        "LaVie and Stable Diffusion) and that it is complete."
+    return mismatch_error(
+        f"The {what} does not match the autoencoder layout.", missing, unexpected, limit=limit,
+        hint="Check that the checkpoint is a KL autoencoder of this preset (e.g. 'sd' for VideoCrafter, "
+        "LaVie and Stable Diffusion) and that it is complete.",
     )
 
 
