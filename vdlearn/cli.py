@@ -21,6 +21,7 @@ from pathlib import Path
 TRAINERS = {
     "judges": ("vdlearn.eval.train", "train the judges' networks (attribute classifier, video features)"),
     "vae": ("vdlearn.training.vae", "train the toy VAE or its temporal decoder (notebook 02)"),
+    "t2v": ("vdlearn.training.t2v", "train the toy text-to-video model (notebook 05)"),
 }
 
 

@@ -1,0 +1,279 @@
+r"""Text-to-video: a text encoder, a video U-Net, a noise schedule and a frozen VAE.
+
+This is VideoCrafter1's T2V model (He/Chen et al. 2023, sec. 3) at toy scale: a video
+is encoded frame by frame into latents ``(b, 4, t, h/4, w/4)`` by the frozen
+autoencoder (notebook 02), the video U-Net (notebook 04) learns to denoise them given
+the caption's token features (cross-attention) and the fps (added to the timestep
+embedding), and at sampling time DDIM walks from noise to a clean latent video that
+the decoder turns into frames. Classifier-free guidance mixes the predictions for the
+prompt and for the empty prompt ``""`` (sec. 3.2; the model is trained with the
+caption dropped 10% of the time).
+
+The trainable part is :class:`TextToVideo` (text encoder + U-Net, one ``nn.Module``, so
+one optimizer and, under ``accelerate``, one DDP wrapper). The VAE stays outside its
+``state_dict``: it is frozen, shipped separately in ``data/vae`` and named in the config.
+
+    >>> pipe = TextToVideo.load_shipped()                            # data/t2v/toy.safetensors
+    >>> video = pipe.generate(["a red 3 moving left quickly"], seed=0)  # (1, 3, 8, 32, 32) in [-1, 1]
+
+Trained by :mod:`vdlearn.training.t2v` (``vdlearn train t2v``); measured by
+:mod:`vdlearn.eval.generation` (``vdlearn eval``). Taught in notebook 05_text_to_video.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from vdlearn.data.captions import parse_caption
+from vdlearn.diffusion import NoiseSchedule, Sampler, SamplerConfig, sample
+from vdlearn.io import CheckpointMismatchError, data_dir, load_checkpoint, load_state_dict_checked, save_checkpoint
+from vdlearn.models.text import TEXT_PRESETS, ToyTextEncoder
+from vdlearn.models.unet import VideoUNet
+
+CHECKPOINT_KIND = "vdlearn.t2v"
+
+
+@dataclass
+class T2VConfig:
+    """What a text-to-video model is made of. Named presets: :data:`T2V_PRESETS`."""
+
+    name: str = "toy"  # preset this config came from (informative)
+    unet: str = "toy"  # VideoUNet preset
+    unet_overrides: dict[str, Any] = field(default_factory=dict)  # fields of UNetConfig changed from the preset
+    text: str = "toy"  # ToyTextEncoder preset
+    text_overrides: dict[str, Any] = field(default_factory=lambda: {"width": 64})  # width must equal context_dim
+    schedule: str = "toy"  # NoiseSchedule preset (cosine betas, v-prediction)
+    vae: str = "toy32"  # shipped VAE (data/vae/<vae>.safetensors) whose latents the U-Net denoises
+    temporal_decoder: bool = False  # decode with the VAE's temporal decoder (data/vae/<vae>_temporal)
+    world: str = "toy32_8f"  # toy-world preset the model is trained on
+    frames: int = 8  # frames per generated clip
+    size: int = 32  # frame height and width in pixels
+    latent_channels: int = 4  # channels of the VAE latents
+    downsample: int = 4  # VAE downsampling factor
+    default_fps: int = 8  # fps used when a caller gives none
+    sampler: str = "toy"  # SamplerConfig preset for generate()
+    num_steps: int = 50  # DDIM steps for generate()
+    guidance_scale: float = 4.0  # classifier-free guidance weight for generate()
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        """``(c, t, h, w)`` of one latent clip."""
+        s = self.size // self.downsample
+        return (self.latent_channels, self.frames, s, s)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "T2VConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"Unknown T2VConfig fields {unknown}; known fields: {sorted(known)}.")
+        return cls(**d)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "T2VConfig":
+        if name not in T2V_PRESETS:
+            raise KeyError(f"Unknown text-to-video preset {name!r}; known presets: {sorted(T2V_PRESETS)}.")
+        return dataclasses.replace(T2V_PRESETS[name], **overrides)
+
+
+#: Named configurations. ``toy``: the shipped model (5.1M-parameter U-Net, 0.1M text encoder);
+#: ``tiny``: a quarter-width model for tests and seconds-long demos (it learns little).
+T2V_PRESETS: dict[str, T2VConfig] = {
+    "toy": T2VConfig(),
+    "tiny": T2VConfig(
+        name="tiny",
+        unet_overrides={"model_channels": 16, "context_dim": 32, "head_channels": 8, "init_attention_heads": 2},
+        text="tiny", text_overrides={},
+    ),
+}
+
+
+class TextToVideo(nn.Module):
+    """Text encoder + video U-Net; generation adds the schedule, the sampler and the frozen VAE.
+
+    ``forward(x_t (b, 4, t, h, w), timesteps (b,), tokens (b, n) long, fps (b,))`` returns the
+    U-Net's prediction (``v`` for the toy schedule); this is the denoiser the training loss calls.
+    """
+
+    def __init__(self, config: T2VConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or T2VConfig()
+        text_cfg = dataclasses.replace(TEXT_PRESETS[cfg.text], **cfg.text_overrides)
+        self.text_encoder = ToyTextEncoder(text_cfg)
+        self.unet = VideoUNet.from_preset(cfg.unet, **cfg.unet_overrides)
+        if self.unet.config.context_dim != text_cfg.width:
+            raise ValueError(
+                f"The text encoder's width ({text_cfg.width}) must equal the U-Net's context_dim "
+                f"({self.unet.config.context_dim}); set text_overrides={{'width': {self.unet.config.context_dim}}}."
+            )
+        if self.unet.config.in_channels != cfg.latent_channels:
+            raise ValueError(f"The U-Net reads {self.unet.config.in_channels} channels but the VAE latents have "
+                             f"{cfg.latent_channels}.")
+        self.schedule = NoiseSchedule(cfg.schedule)
+        object.__setattr__(self, "_vae", None)  # frozen, loaded on first use, not part of state_dict()
+
+    @classmethod
+    def from_preset(cls, name: str = "toy", **overrides: Any) -> "TextToVideo":
+        return cls(T2VConfig.preset(name, **overrides))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def tokenizer(self):
+        return self.text_encoder.tokenizer
+
+    # ------------------------------------------------------------------ pieces
+    @property
+    def vae(self):
+        """The frozen autoencoder named in the config (loaded from ``data/vae`` on first use)."""
+        if self._vae is None:
+            from vdlearn.models.vae import load_toy_vae
+
+            vae = load_toy_vae(self.config.vae, temporal=self.config.temporal_decoder)
+            vae.requires_grad_(False)
+            object.__setattr__(self, "_vae", vae.eval())
+        if self._vae.device != self.device:
+            self._vae.to(self.device)
+        return self._vae
+
+    def set_vae(self, vae) -> None:
+        """Use this autoencoder instead of the shipped one (e.g. the temporal decoder)."""
+        vae.requires_grad_(False)
+        object.__setattr__(self, "_vae", vae.eval())
+
+    def tokenize(self, prompts: Sequence[str] | str) -> torch.Tensor:
+        """``(b, n)`` word ids; an unknown word raises an error naming the vocabulary."""
+        return self.tokenizer(prompts)
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, tokens: torch.Tensor,
+                fps: torch.Tensor | None = None) -> torch.Tensor:
+        context = self.text_encoder(tokens)  # (b, n, d)
+        return self.unet(x, timesteps, context, fps)  # (b, 4, t, h, w)
+
+    # --------------------------------------------------------------- generation
+    def _fps(self, fps, b: int) -> torch.Tensor:
+        if fps is None:
+            fps = self.config.default_fps
+        fps = torch.as_tensor(fps, dtype=torch.long).reshape(-1)
+        if fps.numel() == 1:
+            fps = fps.expand(b)
+        if fps.shape != (b,):
+            raise ValueError(f"Give one fps for all prompts or one per prompt; got {fps.numel()} for {b} prompts.")
+        return fps
+
+    def initial_noise(self, n: int, seed: int = 0) -> torch.Tensor:
+        """``(n, 4, t, h, w)`` starting noise; clip ``i`` uses seed ``seed + i``, so a clip does not
+        depend on which other prompts share its batch."""
+        shape = self.config.latent_shape
+        return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed + i)) for i in range(n)])
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[str] | str,
+        *,
+        fps: int | Sequence[int] | torch.Tensor | None = None,
+        guidance_scale: float | None = None,
+        num_steps: int | None = None,
+        seed: int = 0,
+        batch_size: int = 64,
+        sampler: str | SamplerConfig | None = None,
+        return_latents: bool = False,
+        callback: Callable | None = None,
+        progress: bool = True,
+    ) -> torch.Tensor:
+        """Videos ``(b, 3, t, h, w)`` in [-1, 1] for ``prompts`` (or their latents).
+
+        ``guidance_scale`` (default from the config) weights the prompt against the empty
+        prompt: ``out = uncond + w * (cond - uncond)``; 1 means no guidance. Each clip's
+        noise comes from ``seed + i``: the same seed and prompt give the same video.
+        """
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise ValueError("generate() needs at least one prompt.")
+        for p in prompts:
+            if p.strip():
+                parse_caption(p)  # unknown words and malformed captions fail here, with the vocabulary
+        cfg = self.config
+        w = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
+        steps = cfg.num_steps if num_steps is None else int(num_steps)
+        sampler_cfg = sampler if isinstance(sampler, SamplerConfig) else SamplerConfig.preset(
+            sampler or cfg.sampler, num_steps=steps, guidance_scale=w)
+        device = self.device
+        was_training = self.training
+        self.eval()
+        fps_all = self._fps(fps, len(prompts))
+        noise = self.initial_noise(len(prompts), seed)
+        uncond_ctx = self.text_encoder(self.tokenize([""]))  # (1, n, d): the empty prompt
+        out = []
+        chunks = range(0, len(prompts), batch_size)
+        for start in tqdm(chunks, desc="generating", disable=not progress or len(chunks) == 1, leave=False):
+            chunk = prompts[start : start + batch_size]
+            b = len(chunk)
+            context = self.text_encoder(self.tokenize(chunk))  # (b, n, d)
+            f = fps_all[start : start + b].to(device)
+            latents = sample(
+                self.unet, (b, *cfg.latent_shape), self.schedule, Sampler(self.schedule, sampler_cfg),
+                cond={"context": context, "fps": f},
+                uncond={"context": uncond_ctx, "fps": f} if w != 1.0 else None,
+                x_T=noise[start : start + b].to(device), device=device, callback=callback,
+                progress=progress and len(chunks) == 1,
+            )  # (b, 4, t, h, w)
+            out.append(latents if return_latents else self.vae.decode_latents(latents).clamp(-1, 1))
+        self.train(was_training)
+        return torch.cat(out)
+
+    # -------------------------------------------------------------- save / load
+    def save(self, path: str | Path, meta: dict | None = None) -> Path:
+        """Weights (safetensors) plus a json sidecar holding the config and ``meta``."""
+        return save_checkpoint(path, self.state_dict(),
+                               {"kind": CHECKPOINT_KIND, "t2v_config": self.config.to_dict(), **(meta or {})})
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "TextToVideo":
+        """A model written by :meth:`save` (or the final ``t2v.safetensors`` of ``vdlearn train t2v``)."""
+        state, meta = load_checkpoint(path)
+        if meta.get("kind") == "training_state":
+            raise ValueError(
+                f"{path} is a training state (for --resume), not a finished model. Use OUT/t2v.safetensors, "
+                f"which `vdlearn train t2v` writes at the end (EMA weights)."
+            )
+        if meta.get("kind") != CHECKPOINT_KIND or "t2v_config" not in meta:
+            raise CheckpointMismatchError(
+                f"{path} is not a vdlearn text-to-video checkpoint (its json says kind={meta.get('kind')!r}); "
+                f"expected kind={CHECKPOINT_KIND!r} with a 't2v_config'."
+            )
+        model = cls(T2VConfig.from_dict(meta["t2v_config"]))
+        load_state_dict_checked(model, state, f"text-to-video checkpoint {path}")
+        model.meta = meta
+        return model.to(device).eval()
+
+    @classmethod
+    def load_shipped(cls, name: str = "toy", device: str | torch.device = "cpu") -> "TextToVideo":
+        """The toy model shipped in ``data/t2v/<name>.safetensors``."""
+        path = shipped_t2v_path(name)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"No shipped text-to-video model at {path}. Train one with `vdlearn train t2v --preset {name} "
+                f"--out runs/t2v` and load runs/t2v/t2v.safetensors, or set $VDLEARN_DATA to the folder holding t2v/."
+            )
+        return cls.load(path, device)
+
+
+def shipped_t2v_path(name: str = "toy") -> Path:
+    return data_dir() / "t2v" / f"{name}.safetensors"
+
+
+__all__ = ["CHECKPOINT_KIND", "T2VConfig", "T2V_PRESETS", "TextToVideo", "shipped_t2v_path"]

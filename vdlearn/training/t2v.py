@@ -1,0 +1,303 @@
+r"""Train the toy text-to-video model: ``vdlearn train t2v --preset toy --out runs/t2v``.
+
+The recipe is VideoCrafter1's (sec. 3.2, 4.1) at toy scale:
+
+1. **Latents once.** Clean 8-frame clips of the toy world's training split are encoded by
+   the frozen toy VAE into scaled latents ``(N, 4, 8, 8, 8)``, once, and kept (in memory
+   and in ``OUT/latent_cache.safetensors``, so a resumed run does not re-encode). The
+   VAE never changes, so encoding each clip once per run instead of once per step saves
+   most of the compute on a CPU.
+2. **Each step** (:class:`T2VTask`): draw clips from the cache, a timestep and noise per
+   clip, and drop 10% of the captions to the empty prompt (so the model also learns the
+   unconditional prediction that classifier-free guidance needs). All of it comes from
+   the step's generator, for the *global* batch: exact resume and identical results on
+   one or several processes (see :mod:`vdlearn.training.trainer`).
+3. **The loss** is the v-prediction MSE of :func:`vdlearn.diffusion.diffusion_loss`; the
+   text encoder and the U-Net train together (the toy text encoder is learned, not frozen
+   CLIP: see :mod:`vdlearn.models.text`).
+4. **At the end** the EMA weights are written to ``OUT/t2v.safetensors`` with a json
+   (config, training time, hardware, commit, reproduce command) and, unless
+   ``--eval-n 0``, the judges' figures (:mod:`vdlearn.eval.generation`).
+
+With ``--eval-every K`` the run measures joint adherence every K steps on a few prompts
+and, with ``--target 0.9``, stops once it is reached: the time-to-quality benchmark
+(``benchmarks/time_to_quality.py``) is this.
+
+Taught in notebook 05_text_to_video.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vdlearn.diffusion import diffusion_loss, sample_timesteps
+from vdlearn.io import artifact_meta, load_checkpoint, save_checkpoint
+from vdlearn.pipelines.t2v import T2VConfig, TextToVideo
+from vdlearn.training.trainer import Trainer, TrainerConfig
+
+
+@dataclass
+class T2VTrainConfig:
+    """One training run of a text-to-video model (model architecture: ``preset``)."""
+
+    preset: str = "toy"  # T2VConfig preset (architecture, VAE, world)
+    steps: int = 5000  # optimisation steps
+    batch_size: int = 16  # clips per step (global, over all processes)
+    lr: float = 5e-4  # peak learning rate (AdamW)
+    warmup: int = 200  # linear warm-up steps
+    min_lr_ratio: float = 0.1  # final learning rate as a fraction of the peak
+    ema_decay: float = 0.999  # EMA of the weights; the shipped model is the EMA
+    grad_clip: float = 1.0  # gradient-norm clipping
+    cond_drop: float = 0.1  # share of captions replaced by "" (for classifier-free guidance)
+    cache_clips: int = 16384  # training clips encoded once into the latent cache
+    world_seed: int = 0  # seed of the toy world
+    seed: int = 0  # seed of initialisation and of every random draw
+    ckpt_every: int = 250  # training-state checkpoint interval (for --resume)
+    sample_every: int = 0  # write sample gifs every this many steps (0: never)
+    eval_every: int = 0  # measure adherence every this many steps (0: never)
+    eval_every_n: int = 64  # prompts used by those measurements
+    target: float = 0.0  # stop once that joint adherence reaches this (0: never stop early)
+    eval_n: int = 256  # prompts per split for the final evaluation (0: skip)
+    eval_steps: int = 25  # DDIM steps of the evaluations
+    mixed_precision: str = "auto"  # "auto", "bf16", "no"
+    device: str = "auto"  # "auto", "cpu", "cuda", "mps"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ============================================================================== data
+def encode_world_latents(model: TextToVideo, n: int, world_seed: int = 0, split: str = "train",
+                         chunk: int = 256, progress: bool = True) -> dict[str, torch.Tensor]:
+    """Encode clips ``0..n-1`` of the toy world's ``split`` with the model's frozen VAE.
+
+    Returns ``latents (n, 4, t, h, w)`` (scaled), ``tokens (n, L)``, ``fps (n,)``.
+    """
+    from tqdm.auto import tqdm
+
+    from vdlearn.data import ToyWorld, WorldConfig
+
+    cfg = model.config
+    world = ToyWorld(WorldConfig.preset(cfg.world), seed=world_seed)
+    if world.config.frames != cfg.frames or world.config.size != cfg.size:
+        raise ValueError(f"World preset {cfg.world!r} makes {world.config.frames} frames of {world.config.size} px, "
+                         f"but the model expects {cfg.frames} frames of {cfg.size} px.")
+    vae = model.vae
+    lat, tok, fps = [], [], []
+    for start in tqdm(range(0, n, chunk), desc="encoding clips", disable=not progress, leave=False):
+        b = world.batch(range(start, min(n, start + chunk)), split=split, regime="clean")
+        with torch.no_grad():
+            lat.append(vae.encode_latents(b["video"].to(vae.device)).cpu())  # (c, 4, t, h, w)
+        tok.append(model.tokenize(b["caption"]))
+        fps.append(b["fps"])
+    return {"latents": torch.cat(lat), "tokens": torch.cat(tok), "fps": torch.cat(fps)}
+
+
+def latent_cache(model: TextToVideo, cfg: T2VTrainConfig, out: Path | None, progress: bool = True) -> dict:
+    """The run's latent cache: read from ``out/latent_cache.safetensors`` when it matches, else built."""
+    key = {"world": model.config.world, "world_seed": cfg.world_seed, "n": cfg.cache_clips, "vae": model.config.vae}
+    path = out / "latent_cache.safetensors" if out is not None else None
+    if path is not None and path.exists():
+        tensors, meta = load_checkpoint(path)
+        if meta.get("key") == key:
+            return tensors
+    cache = encode_world_latents(model, cfg.cache_clips, cfg.world_seed, progress=progress)
+    if path is not None:
+        save_checkpoint(path, cache, {"kind": "latent_cache", "key": key})
+    return cache
+
+
+class T2VTask:
+    """The trainer's task: global batches from the latent cache, the v-prediction loss."""
+
+    def __init__(self, model: TextToVideo, cache: dict, batch_size: int, cond_drop: float = 0.1):
+        self.schedule = model.schedule
+        self.latents, self.tokens, self.fps = cache["latents"], cache["tokens"], cache["fps"]
+        self.batch_size = batch_size
+        self.cond_drop = cond_drop
+        self.empty = model.tokenize([""])[0]  # (L,) the unconditional prompt
+
+    def batch(self, step: int, generator: torch.Generator) -> dict:
+        b = self.batch_size
+        idx = torch.randint(0, len(self.latents), (b,), generator=generator)
+        x0 = self.latents[idx]  # (b, 4, t, h, w)
+        tokens = self.tokens[idx].clone()  # (b, L)
+        drop = torch.rand(b, generator=generator) < self.cond_drop
+        tokens[drop] = self.empty
+        t = sample_timesteps(b, self.schedule, generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        return {"x0": x0, "tokens": tokens, "fps": self.fps[idx], "t": t, "noise": noise}
+
+    def loss(self, model, batch: dict) -> torch.Tensor:
+        dev = next(model.parameters()).device
+        cond = {"tokens": batch["tokens"].to(dev), "fps": batch["fps"].to(dev)}
+        return diffusion_loss(model, batch["x0"].to(dev), self.schedule, cond=cond,
+                              t=batch["t"].to(dev), noise=batch["noise"].to(dev))
+
+
+# ============================================================================= run
+def reproduce_command(cfg: T2VTrainConfig, out: str | Path) -> str:
+    """The ``vdlearn train t2v`` command line for ``cfg``."""
+    default = T2VTrainConfig()
+    parts = ["vdlearn", "train", "t2v", "--preset", cfg.preset, "--steps", str(cfg.steps)]
+    for f in dataclasses.fields(cfg):
+        if f.name in ("preset", "steps"):
+            continue
+        value = getattr(cfg, f.name)
+        if value != getattr(default, f.name):
+            parts += [f"--{f.name.replace('_', '-')}", str(value)]
+    return " ".join(parts + ["--out", str(out)])
+
+
+def _eval_prompts(model: TextToVideo, n: int, split: str, world_seed: int = 0) -> tuple[list[str], torch.Tensor]:
+    from vdlearn.data import ToyWorld, WorldConfig
+
+    world = ToyWorld(WorldConfig.preset(model.config.world), seed=world_seed)
+    b = world.batch(range(n), split=split, regime="clean")
+    return b["caption"], b["fps"]
+
+
+def quick_adherence(model: TextToVideo, n: int = 64, num_steps: int = 25, guidance_scale: float | None = None,
+                    split: str = "test", seed: int = 0) -> dict:
+    """Joint adherence of ``model`` on ``n`` prompts of ``split`` (the in-training check)."""
+    from vdlearn.eval.judge import Judge
+
+    prompts, fps = _eval_prompts(model, n, split)
+    videos = model.generate(prompts, fps=fps, num_steps=num_steps, guidance_scale=guidance_scale, seed=seed,
+                            progress=False)
+    return Judge.load().adherence(videos, prompts, fps)
+
+
+def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: int | None = None,
+          progress: bool = True, command: str | None = None) -> dict:
+    """Run ``cfg``; returns the final json sidecar (also written to ``OUT/t2v.json``)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model = TextToVideo(T2VConfig.preset(cfg.preset))
+    t_cache = time.time()
+    cache = latent_cache(model, cfg, out, progress)
+    cache_seconds = time.time() - t_cache
+    task = T2VTask(model, cache, cfg.batch_size, cfg.cond_drop)
+    tcfg = TrainerConfig(
+        steps=cfg.steps, lr=cfg.lr, warmup=cfg.warmup, min_lr_ratio=cfg.min_lr_ratio, grad_clip=cfg.grad_clip,
+        ema_decay=cfg.ema_decay, mixed_precision=cfg.mixed_precision, ckpt_every=cfg.ckpt_every,
+        sample_every=cfg.sample_every, seed=cfg.seed, device=cfg.device, log_every=10,
+    )
+    prompts = ["a red 3 moving left quickly", "a blue circle moving up slowly", "a green 7 moving right quickly",
+               "a white square moving down slowly"]
+
+    def sample_fn(ema_model, step):
+        ema_model.set_vae(model.vae)
+        videos = ema_model.generate(prompts, num_steps=cfg.eval_steps, progress=False)
+        return {p.replace(" ", "_"): v for p, v in zip(prompts, videos)}
+
+    run_info = {"t2v_train_config": cfg.to_dict()}
+    trainer = Trainer(model, task, tcfg, out, sample_fn=sample_fn, progress=progress, run_info=run_info)
+    if resume:
+        trainer.load()
+        trainer._truncate_log()
+    curve_path = out / "adherence.csv"
+    if not resume and curve_path.exists():
+        curve_path.unlink()
+    t0 = time.time()
+    reached = None
+    end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+    while trainer.step < end:
+        chunk_end = end
+        if cfg.eval_every:
+            chunk_end = min(end, (trainer.step // cfg.eval_every + 1) * cfg.eval_every)
+        trainer.fit(resume=False, stop_at=chunk_end)
+        if cfg.eval_every and trainer.accelerator.is_main_process and trainer.step % cfg.eval_every == 0:
+            t_eval = time.time()
+            ema = trainer.ema_model().eval()
+            ema.set_vae(model.vae)
+            adh = quick_adherence(ema, cfg.eval_every_n, cfg.eval_steps)
+            row = {"step": trainer.step, "train_seconds": round(t_eval - t0 - _eval_total(curve_path), 1),
+                   "joint": adh["joint"], **{k: adh[k] for k in ("object", "colour", "direction", "speed")},
+                   "eval_seconds": round(time.time() - t_eval, 1)}
+            _append_csv(curve_path, row)
+            if progress:
+                print(f"step {trainer.step}: joint adherence {adh['joint']:.3f} on {cfg.eval_every_n} prompts "
+                      f"({row['train_seconds']:.0f} s of training)", flush=True)
+            if cfg.target and adh["joint"] >= cfg.target:
+                reached = row
+                break
+    train_seconds = time.time() - t0 - _eval_total(curve_path)
+    if stop_at is not None and trainer.step < cfg.steps and reached is None:
+        trainer.save()
+        return {"stopped_at": trainer.step}
+    trainer.save()
+    final = trainer.ema_model().eval()
+    final.set_vae(model.vae)
+    metrics: dict = {"final_loss": sum(trainer.history[-50:]) / max(1, len(trainer.history[-50:])),
+                     "steps_done": trainer.step}
+    if reached is not None:
+        metrics["target_reached"] = reached
+    if cfg.eval_n:
+        from vdlearn.eval.generation import evaluate_t2v
+
+        metrics["eval"] = evaluate_t2v(final, n=cfg.eval_n, num_steps=cfg.eval_steps, progress=progress)
+    meta = artifact_meta(
+        config={"train": cfg.to_dict(), "t2v": model.config.to_dict()}, metrics=metrics,
+        command=command or reproduce_command(cfg, out),
+        training={"train_minutes": round(train_seconds / 60, 2), "latent_cache_minutes": round(cache_seconds / 60, 2),
+                  "device": str(trainer.accelerator.device), "processes": trainer.accelerator.num_processes,
+                  "threads": torch.get_num_threads()},
+    )
+    if trainer.accelerator.is_main_process:
+        final.save(out / "t2v.safetensors", meta)
+    return meta
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    import csv
+
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _eval_total(path: Path) -> float:
+    import csv
+
+    if not path.exists():
+        return 0.0
+    return sum(float(r["eval_seconds"]) for r in csv.DictReader(path.open()))
+
+
+# ============================================================================== CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    default = T2VTrainConfig()
+    p.add_argument("--preset", default=default.preset, help="model preset: toy (shipped) or tiny (seconds-long demos)")
+    p.add_argument("--out", required=True, help="output folder: checkpoint.safetensors, log.csv, t2v.safetensors")
+    p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.safetensors")
+    for f in dataclasses.fields(T2VTrainConfig):
+        if f.name == "preset":
+            continue
+        flag = f"--{f.name.replace('_', '-')}"
+        value = getattr(default, f.name)
+        p.add_argument(flag, type=type(value), default=value, help=f"(default {value})")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.epilog = "Example: vdlearn train t2v --preset toy --steps 5000 --out runs/t2v"
+
+
+def main(args: argparse.Namespace) -> int:
+    fields = {f.name for f in dataclasses.fields(T2VTrainConfig)}
+    cfg = T2VTrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    meta = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    ev = meta.get("metrics", {}).get("eval")
+    print(f"wrote {Path(args.out) / 't2v.safetensors'}")
+    if ev:
+        print(json.dumps({k: ev[k] for k in ("train_combinations", "heldout_combinations") if k in ev}, indent=1))
+    return 0
