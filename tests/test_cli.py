@@ -14,7 +14,8 @@ def run(*args, check=True):
     return result
 
 
-@pytest.mark.parametrize("sub", [[], ["world"], ["judge"], ["train"], ["train", "judges"]])
+@pytest.mark.parametrize("sub", [[], ["world"], ["judge"], ["train"], ["train", "judges"], ["train", "t2v"],
+                                 ["sample"], ["eval"]])
 def test_help_explains_every_command(sub):
     out = run(*sub, "--help").stdout
     assert "usage: vdlearn" in out
@@ -22,6 +23,10 @@ def test_help_explains_every_command(sub):
         assert "--prompt" in out and "adherence" in out
     if sub == ["world"]:
         assert "--regime" in out and "heldout" in out
+    if sub == ["sample"]:
+        assert "--prompt" in out and "--guidance" in out
+    if sub == ["train", "t2v"]:
+        assert "--resume" in out and "--cond-drop" in out
 
 
 def test_world_then_judge_round_trip(tmp_path):
@@ -43,3 +48,24 @@ def test_judge_says_what_is_wrong_with_a_prompt(tmp_path):
     f = next(tmp_path.glob("*.gif"))
     bad = run("judge", str(f), "--prompt", "a purple 3 moving left", check=False)
     assert bad.returncode != 0 and "vocabulary" in bad.stderr
+
+
+@pytest.mark.slow
+def test_train_then_sample_then_eval_a_tiny_text_to_video_model(tmp_path):
+    out = tmp_path / "run"
+    run("train", "t2v", "--preset", "tiny", "--steps", "3", "--batch-size", "2", "--cache-clips", "8",
+        "--eval-n", "4", "--eval-steps", "2", "--out", str(out), "--quiet")
+    meta = json.loads((out / "t2v.json").read_text())
+    assert meta["command"].startswith("vdlearn train t2v --preset tiny --steps 3")
+    assert meta["metrics"]["eval"]["train_combinations"]["adherence"]["n"] == 4
+    ckpt = str(out / "t2v.safetensors")
+    said = run("sample", "--checkpoint", ckpt, "--prompt", "a red 3 moving left quickly", "--prompt",
+               "a blue circle moving up slowly", "--steps", "2", "--out", str(tmp_path / "x.gif")).stdout
+    files = sorted(p.name for p in tmp_path.glob("x_*.gif"))
+    assert len(files) == 2 and "the judges see" in said, (files, said)
+    report = run("eval", "--checkpoint", ckpt, "--n", "4", "--steps", "2", "--no-references").stdout
+    assert "train: generated" in report and "heldout: generated" in report
+    bad = run("sample", "--checkpoint", ckpt, "--prompt", "a red 3 moving sideways", check=False)
+    assert bad.returncode != 0 and "sideways" in bad.stderr and "vocabulary" in bad.stderr
+    wrong = run("eval", "--checkpoint", str(out / "checkpoint.safetensors"), "--n", "2", check=False)
+    assert wrong.returncode != 0 and "training state" in wrong.stderr

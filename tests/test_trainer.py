@@ -65,3 +65,22 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
     s1 = single.accelerator.unwrap_model(single.model).state_dict()
     for k, v in two["state"].items():
         assert torch.allclose(v, s1[k], atol=1e-6), k
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_text_to_video_model_like_one(tmp_path):
+    """The same check on the real task: text encoder + video U-Net under DDP (gloo), tiny preset."""
+    script = str(Path(__file__).parent / "scripts" / "tiny_training.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29534",
+           script, str(tmp_path / "two"), "--steps", "3", "--task", "t2v"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    single = run([str(tmp_path / "one"), "--steps", "3", "--task", "t2v"])
+    two = torch.load(tmp_path / "two" / "result.pt", weights_only=True)
+    assert len(two["history"]) == 3
+    assert two["history"] == pytest.approx(single.history, rel=1e-4)
+    s1 = single.accelerator.unwrap_model(single.model).state_dict()
+    worst = max((v - s1[k]).abs().max().item() for k, v in two["state"].items())
+    assert worst < 1e-5, worst

@@ -4,6 +4,9 @@
     vdlearn judge  clips/*.gif --captions clips/captions.json     score videos against prompts
     vdlearn train judges                          retrain the judges shipped in data/judges
     vdlearn train vae --preset toy32 ...          train the toy VAE (notebook 02)
+    vdlearn train t2v --preset toy --out runs/t2v train the toy text-to-video model (notebook 05)
+    vdlearn sample --prompt "a red 3 moving left quickly" --out x.mp4     generate a video
+    vdlearn eval --checkpoint runs/t2v/t2v.safetensors                    the judges' report on a model
 
 Every subcommand has --help.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -103,6 +107,56 @@ def cmd_judge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_t2v(checkpoint: str | None):
+    from vdlearn.pipelines.t2v import TextToVideo
+
+    model = TextToVideo.load(checkpoint) if checkpoint else TextToVideo.load_shipped()
+    return model.to(_device(None))
+
+
+def _device(name):
+    from vdlearn.device import get_device
+
+    return get_device(name or "auto")
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from vdlearn.eval.judge import Judge
+    from vdlearn.viz import save_video
+
+    model = _load_t2v(args.checkpoint)
+    prompts = [p for p in args.prompt for _ in range(args.n)]
+    seeds = [args.seed + i for _ in args.prompt for i in range(args.n)]
+    videos = torch.cat([model.generate([p], seed=s, fps=args.fps, guidance_scale=args.guidance,
+                                       num_steps=args.steps, progress=len(prompts) == 1)
+                        for p, s in zip(prompts, seeds)]).cpu()  # (b, 3, t, h, w)
+    out = Path(args.out)
+    fps = args.fps or model.config.default_fps
+    verdicts = Judge.load().adherence(videos, prompts, fps, details=True)["clips"]
+    for i, (video, prompt, seed, verdict) in enumerate(zip(videos, prompts, seeds, verdicts)):
+        path = out if len(prompts) == 1 else out.with_name(f"{out.stem}_{i:02d}_{_slug(prompt)}{out.suffix}")
+        path = save_video(path, video, fps=fps, scale=args.scale)
+        j = verdict["judged"]
+        seen = f"{j['colour']} {j['object']} moving {j['direction']} {j['speed']}"
+        print(f"{path}  '{prompt}' (seed {seed}); the judges see: '{seen}'{'' if verdict['match'] else '  (MISS)'}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from vdlearn.eval.generation import evaluate_t2v, format_report
+
+    model = _load_t2v(args.checkpoint)
+    report = evaluate_t2v(model, n=args.n, guidance_scale=args.guidance, num_steps=args.steps, seed=args.seed,
+                          references=not args.no_references, progress=not args.json)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(report))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     module = importlib.import_module(TRAINERS[args.what][0])
     return module.main(args)
@@ -142,6 +196,34 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--json", action="store_true", help="print a json report")
     j.set_defaults(func=cmd_judge)
 
+    s = sub.add_parser("sample", help="generate videos from prompts with a text-to-video model",
+                       description="Generate videos from prompts with a trained text-to-video model (default: the "
+                                   "shipped data/t2v/toy.safetensors) and print what the judges see in each.")
+    s.add_argument("--prompt", action="append", required=True,
+                   help="a toy caption, e.g. 'a red 3 moving left quickly' (repeat for several)")
+    s.add_argument("--checkpoint", default=None, help="a t2v.safetensors from `vdlearn train t2v` (default: shipped)")
+    s.add_argument("--out", default="sample.mp4", help="output file, .mp4 (gif when no ffmpeg) or .gif")
+    s.add_argument("--n", type=int, default=1, help="videos per prompt (seeds seed, seed+1, ...)")
+    s.add_argument("--seed", type=int, default=0, help="noise seed: the same seed and prompt give the same video")
+    s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
+    s.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the model's, 50)")
+    s.add_argument("--fps", type=int, default=None, help="frame rate to condition on (default: the model's, 8)")
+    s.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling of the written file (default 4)")
+    s.set_defaults(func=cmd_sample)
+
+    e = sub.add_parser("eval", help="the judges' report on a text-to-video model",
+                       description="Generate clips for prompts with training and held-out attribute combinations and "
+                                   "print prompt adherence, picture quality, flicker and Frechet distances to clean "
+                                   "and to low-quality real clips, beside the same figures for real clips.")
+    e.add_argument("--checkpoint", default=None, help="a t2v.safetensors from `vdlearn train t2v` (default: shipped)")
+    e.add_argument("--n", type=int, default=256, help="prompts per set (default 256)")
+    e.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
+    e.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
+    e.add_argument("--seed", type=int, default=0, help="noise seed")
+    e.add_argument("--no-references", action="store_true", help="skip the real-clip and VAE-reconstruction rows")
+    e.add_argument("--json", action="store_true", help="print the full report as json")
+    e.set_defaults(func=cmd_eval)
+
     t = sub.add_parser("train", help="train a model", description="Train one of vdlearn's models.")
     tsub = t.add_subparsers(dest="what", required=True, metavar="WHAT")
     for name, (module_name, help_text) in TRAINERS.items():
@@ -159,7 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, KeyError) as err:  # a learner's mistake: say it, no traceback
+        if os.environ.get("VDLEARN_DEBUG"):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"vdlearn {args.command}: error: {message}\n(set VDLEARN_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

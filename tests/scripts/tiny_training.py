@@ -1,6 +1,9 @@
 """A tiny training run used by the trainer tests (also launched under `accelerate launch`).
 
-    python tests/scripts/tiny_training.py OUT [--steps N] [--stop-at K] [--resume] [--nan-at S]
+    python tests/scripts/tiny_training.py OUT [--steps N] [--stop-at K] [--resume] [--nan-at S] [--task t2v]
+
+``--task t2v`` trains the ``tiny`` text-to-video model (text encoder + video U-Net) on a few
+cached toy-world latents instead of the regression MLP.
 """
 
 import argparse
@@ -36,6 +39,16 @@ def build_model():
     return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
 
 
+def build_t2v(batch_size: int = 4):
+    from vdlearn.pipelines.t2v import TextToVideo
+    from vdlearn.training.t2v import T2VTask, T2VTrainConfig, latent_cache
+
+    torch.manual_seed(0)
+    model = TextToVideo.from_preset("tiny")
+    cache = latent_cache(model, T2VTrainConfig(preset="tiny", cache_clips=8), None, progress=False)
+    return model, T2VTask(model, cache, batch_size, cond_drop=0.25)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("out")
@@ -44,10 +57,16 @@ def main(argv=None):
     p.add_argument("--resume", action="store_true")
     p.add_argument("--nan-at", type=int, default=-1)
     p.add_argument("--ckpt-every", type=int, default=4)
+    p.add_argument("--task", default="regression", choices=["regression", "t2v"])
     a = p.parse_args(argv)
     cfg = TrainerConfig(steps=a.steps, lr=3e-2, warmup=2, ema_decay=0.9, ckpt_every=a.ckpt_every, log_every=1,
                         device="cpu", mixed_precision="no")
-    trainer = Trainer(build_model(), RegressionTask(nan_at=a.nan_at), cfg, a.out, progress=False)
+    if a.task == "t2v":
+        model, task = build_t2v()
+        cfg.lr = 1e-3
+    else:
+        model, task = build_model(), RegressionTask(nan_at=a.nan_at)
+    trainer = Trainer(model, task, cfg, a.out, progress=False)
     history = trainer.fit(resume=a.resume, stop_at=a.stop_at)
     if trainer.accelerator.is_main_process:
         torch.save({"history": history, "state": trainer.accelerator.unwrap_model(trainer.model).state_dict()},

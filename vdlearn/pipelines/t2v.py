@@ -92,7 +92,9 @@ T2V_PRESETS: dict[str, T2VConfig] = {
     "toy": T2VConfig(),
     "tiny": T2VConfig(
         name="tiny",
-        unet_overrides={"model_channels": 16, "context_dim": 32, "head_channels": 8, "init_attention_heads": 2},
+        # no dropout: one process and two then see exactly the same computation (tests/test_trainer.py)
+        unet_overrides={"model_channels": 16, "context_dim": 32, "head_channels": 8, "init_attention_heads": 2,
+                        "temporal_conv_dropout": 0.0},
         text="tiny", text_overrides={},
     ),
 }

@@ -241,6 +241,10 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
                      "steps_done": trainer.step}
     if reached is not None:
         metrics["target_reached"] = reached
+    if curve_path.exists():
+        import csv
+
+        metrics["adherence_curve"] = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(curve_path.open())]
     if cfg.eval_n:
         from vdlearn.eval.generation import evaluate_t2v
 

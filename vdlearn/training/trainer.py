@@ -12,7 +12,7 @@ the trainer does the rest:
 * safetensors checkpoints with a json sidecar, written atomically, and **exact
   resume**: all randomness of step ``s`` comes from a generator seeded by
   ``(seed, s)``, so a run interrupted and resumed produces the very same losses as an
-  uninterrupted one;
+  uninterrupted one (dropout included: the global generator is re-seeded every step);
 * a CSV log (and TensorBoard when it is installed), a tqdm progress bar, sample
   videos at intervals;
 * a NaN or inf loss stops training with a message; the last good checkpoint is kept.
@@ -283,6 +283,9 @@ class Trainer:
         for _ in bar:
             step = self.step
             gen = torch.Generator().manual_seed(integer_seed(cfg.seed, step, stream=4242))
+            # layers that draw from the global generator (dropout) get a seed of their own per step and
+            # process, so a resumed run repeats their draws too
+            torch.manual_seed(integer_seed(cfg.seed * 1000 + rank, step, stream=4243))
             batch = _shard(self.task.batch(step, gen), rank, world)
             lr = learning_rate(step, cfg)
             for group in self.optimizer.param_groups:

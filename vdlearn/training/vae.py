@@ -35,8 +35,8 @@ continues bit-for-bit (same batches, same losses). A NaN/inf loss stops the run 
 a message and leaves the last good checkpoint untouched. The result is
 ``OUT/vae.safetensors`` (+ json with config, metrics, commit and command).
 
-    vdlearn train vae --preset toy32 --steps 3000 --out runs/vae
-    vdlearn train vae --temporal-decoder --vae runs/vae/vae.safetensors --steps 800 --out runs/vae_t
+    vdlearn train vae --preset toy32 --steps 5000 --out runs/vae
+    vdlearn train vae --temporal-decoder --vae runs/vae/vae.safetensors --steps 600 --out runs/vae_t
 
 Taught in ``notebooks/02_latent_space.ipynb``.
 """
@@ -68,7 +68,7 @@ class VAETrainConfig:
     preset: str = "toy32"  # VAE preset to build (ignored when --vae gives a starting model)
     world: str | None = None  # toy-world preset; None: the one whose frame size matches the VAE ("toy32"/"toy64")
     world_seed: int = 0  # seed of the toy world
-    steps: int = 3000  # total optimisation steps (a resumed run continues up to this number)
+    steps: int = 5000  # total optimisation steps (a resumed run continues up to this number)
     batch_frames: int = 16  # frames per step (per-frame training)
     frames_per_clip: int = 4  # frames taken from each sampled clip (per-frame training)
     mix: tuple[float, float, float] = (0.5, 0.25, 0.25)  # shares of clean video frames, low-quality frames, HQ images

@@ -1,0 +1,148 @@
+"""Text-to-video: the pipeline, its training task, exact resume, checkpoints, and the shipped model."""
+
+import pytest
+import torch
+
+from vdlearn.data.captions import UnknownWordError
+from vdlearn.io import CheckpointMismatchError, save_checkpoint
+from vdlearn.pipelines.t2v import T2VConfig, TextToVideo, shipped_t2v_path
+from vdlearn.training.t2v import T2VTask, T2VTrainConfig, latent_cache, train
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model = TextToVideo.from_preset("tiny").eval()
+    with torch.no_grad():  # zero-initialised layers (conv_out, attention outputs) would hide the prompt
+        for p in model.parameters():
+            if p.ndim > 1 and not p.any():
+                p.normal_(0, 0.05)
+    return model
+
+
+def test_forward_shapes_and_width_check(tiny):
+    x = torch.randn(2, 4, 8, 8, 8)
+    tokens = tiny.tokenize(["a red 3 moving left quickly", ""])
+    out = tiny(x, torch.tensor([10, 900]), tokens, torch.tensor([8, 8]))
+    assert out.shape == x.shape
+    with pytest.raises(ValueError, match="context_dim"):
+        TextToVideo(T2VConfig.preset("tiny", text_overrides={"width": 48}))
+
+
+def test_generation_is_reproducible_and_independent_of_the_batch(tiny):
+    prompts = ["a red 3 moving left quickly", "a blue circle moving up slowly", "a green 7 moving right quickly"]
+    both = tiny.generate(prompts, seed=5, num_steps=3, progress=False)  # (3, 3, 8, 32, 32)
+    assert both.shape == (3, 3, 8, 32, 32) and both.min() >= -1 and both.max() <= 1
+    again = tiny.generate(prompts, seed=5, num_steps=3, progress=False)
+    assert torch.equal(both, again)
+    alone = tiny.generate(prompts[1:2], seed=6, num_steps=3, progress=False)  # clip i uses seed + i
+    assert torch.allclose(alone[0], both[1], atol=1e-4)
+    other_seed = tiny.generate(prompts[:1], seed=6, num_steps=3, progress=False)
+    assert not torch.allclose(other_seed[0], both[0], atol=1e-3)
+
+
+def test_guidance_scale_changes_the_result_and_one_means_plain_conditional(tiny):
+    p = ["a red 3 moving left quickly"]
+    w1 = tiny.generate(p, guidance_scale=1.0, num_steps=3, return_latents=True, progress=False)
+    w6 = tiny.generate(p, guidance_scale=6.0, num_steps=3, return_latents=True, progress=False)
+    assert w1.shape == (1, 4, 8, 8, 8)
+    assert (w1 - w6).abs().max() > 1e-3
+
+
+def test_bad_prompts_are_explained(tiny):
+    with pytest.raises(UnknownWordError, match="vocabulary is: objects"):
+        tiny.generate(["a red 3 moving sideways"], num_steps=1, progress=False)
+    with pytest.raises(ValueError, match="no direction"):
+        tiny.generate(["a red 3 quickly"], num_steps=1, progress=False)
+    with pytest.raises(ValueError, match="one fps"):
+        tiny.generate(["a red 3", "a blue 4"], fps=[8, 8, 8], num_steps=1, progress=False)
+
+
+def test_save_load_round_trip_and_wrong_checkpoints(tiny, tmp_path):
+    path = tiny.save(tmp_path / "m.safetensors", {"note": "test"})
+    loaded = TextToVideo.load(path)
+    assert loaded.config == tiny.config and loaded.meta["note"] == "test"
+    a = tiny.generate(["a white 0 moving down slowly"], num_steps=2, return_latents=True, progress=False)
+    b = loaded.generate(["a white 0 moving down slowly"], num_steps=2, return_latents=True, progress=False)
+    assert torch.equal(a, b)
+    state = tiny.state_dict()
+    broken = {k: v for k, v in state.items() if not k.startswith("text_encoder.final_norm")}
+    broken["unet.extra.weight"] = torch.zeros(1)
+    save_checkpoint(tmp_path / "broken.safetensors", broken, {"kind": "vdlearn.t2v", "t2v_config": tiny.config.to_dict()})
+    with pytest.raises(CheckpointMismatchError) as err:
+        TextToVideo.load(tmp_path / "broken.safetensors")
+    assert "text_encoder.final_norm.weight" in str(err.value) and "unet.extra.weight" in str(err.value)
+    save_checkpoint(tmp_path / "vae.safetensors", {"w": torch.zeros(1)}, {"kind": "vdlearn.vae"})
+    with pytest.raises(CheckpointMismatchError, match="not a vdlearn text-to-video checkpoint"):
+        TextToVideo.load(tmp_path / "vae.safetensors")
+
+
+def test_task_draws_everything_from_the_generator_and_drops_captions(tiny):
+    cache = latent_cache(tiny, T2VTrainConfig(preset="tiny", cache_clips=8), None, progress=False)
+    assert cache["latents"].shape == (8, 4, 8, 8, 8) and cache["tokens"].shape[0] == 8
+    assert 0.5 < cache["latents"].std() < 2.0  # the VAE's scale factor makes latents roughly unit-variance
+    task = T2VTask(tiny, cache, batch_size=256, cond_drop=0.25)
+    b1 = task.batch(3, torch.Generator().manual_seed(1))
+    b2 = task.batch(3, torch.Generator().manual_seed(1))
+    for k in b1:
+        assert torch.equal(b1[k], b2[k]), k
+    dropped = (b1["tokens"] == task.empty).all(1).float().mean().item()
+    assert 0.15 < dropped < 0.35
+    loss = task.loss(tiny, {k: v[:4] for k, v in b1.items()})
+    assert loss.ndim == 0 and torch.isfinite(loss)
+
+
+def test_interrupted_training_resumes_exactly(tmp_path):
+    cfg = T2VTrainConfig(preset="tiny", steps=4, batch_size=2, cache_clips=8, eval_n=0, ckpt_every=2,
+                         device="cpu", mixed_precision="no")
+    full = train(cfg, tmp_path / "full", progress=False)
+    assert train(cfg, tmp_path / "cut", stop_at=2, progress=False) == {"stopped_at": 2}
+    resumed = train(cfg, tmp_path / "cut", resume=True, progress=False)
+    from vdlearn.io import load_checkpoint
+
+    h_full = load_checkpoint(tmp_path / "full" / "checkpoint.safetensors")[1]["history"]
+    h_cut = load_checkpoint(tmp_path / "cut" / "checkpoint.safetensors")[1]["history"]
+    assert len(h_full) == 4 and h_full == h_cut
+    assert resumed["metrics"]["steps_done"] == full["metrics"]["steps_done"] == 4
+    a, b = TextToVideo.load(tmp_path / "full" / "t2v.safetensors"), TextToVideo.load(tmp_path / "cut" / "t2v.safetensors")
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(v, w), k
+    assert "vdlearn train t2v --preset tiny --steps 4" in full["command"]
+
+
+def test_training_state_is_not_mistaken_for_a_model(tmp_path):
+    cfg = T2VTrainConfig(preset="tiny", steps=1, batch_size=2, cache_clips=4, eval_n=0, device="cpu")
+    train(cfg, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="training state"):
+        TextToVideo.load(tmp_path / "checkpoint.safetensors")
+
+
+# ------------------------------------------------------------------ the shipped model
+shipped = pytest.mark.skipif(not shipped_t2v_path().exists(), reason="no shipped text-to-video model in data/t2v")
+
+
+@shipped
+def test_shipped_model_follows_prompts():
+    """32 training-combination prompts and 32 held-out ones, 25 DDIM steps, measured by the judges."""
+    from vdlearn.eval.generation import evaluate_t2v
+
+    model = TextToVideo.load_shipped()
+    report = evaluate_t2v(model, n=32, num_steps=25, references=False, progress=False)
+    assert report["train_combinations"]["adherence"]["joint"] >= 0.8
+    assert report["heldout_combinations"]["adherence"]["joint"] >= 0.5
+    # generated clips are much closer to clean clips than to the low-quality regime
+    tr = report["train_combinations"]
+    assert tr["frechet_to_clean"] < tr["frechet_to_lowq"]
+
+
+@shipped
+def test_shipped_model_json_records_its_provenance():
+    import json
+
+    meta = json.loads(shipped_t2v_path().with_suffix(".json").read_text())
+    for key in ("config", "metrics", "commit", "command", "hardware", "training"):
+        assert key in meta, key
+    assert meta["command"].startswith("vdlearn train t2v")
+    ev = meta["metrics"]["eval"]
+    assert ev["settings"]["n"] == 256
+    assert ev["train_combinations"]["adherence"]["n"] == ev["heldout_combinations"]["adherence"]["n"] == 256
