@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from vdlearn.diffusion import diffusion_loss, sample_timesteps
-from vdlearn.io import artifact_meta, load_checkpoint, save_checkpoint
+from vdlearn.io import artifact_meta, git_commit, load_checkpoint, save_checkpoint
 from vdlearn.pipelines.t2v import T2VConfig, TextToVideo
 from vdlearn.training.trainer import Trainer, TrainerConfig
 
@@ -180,6 +180,7 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
     """Run ``cfg``; returns the final json sidecar (also written to ``OUT/t2v.json``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    commit = git_commit()  # the code that trains, recorded now (the working tree may change during a long run)
     torch.manual_seed(cfg.seed)
     model = TextToVideo(T2VConfig.preset(cfg.preset))
     t_cache = time.time()
@@ -251,7 +252,7 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
         metrics["eval"] = evaluate_t2v(final, n=cfg.eval_n, num_steps=cfg.eval_steps, progress=progress)
     meta = artifact_meta(
         config={"train": cfg.to_dict(), "t2v": model.config.to_dict()}, metrics=metrics,
-        command=command or reproduce_command(cfg, out),
+        command=command or reproduce_command(cfg, out), commit=commit,
         training={"train_minutes": round(train_seconds / 60, 2), "latent_cache_minutes": round(cache_seconds / 60, 2),
                   "device": str(trainer.accelerator.device), "processes": trainer.accelerator.num_processes,
                   "threads": torch.get_num_threads()},
