@@ -146,3 +146,24 @@ def test_shipped_model_json_records_its_provenance():
     ev = meta["metrics"]["eval"]
     assert ev["settings"]["n"] == 256
     assert ev["train_combinations"]["adherence"]["n"] == ev["heldout_combinations"]["adherence"]["n"] == 256
+
+
+def test_run_stops_once_the_target_adherence_is_reached(tmp_path, monkeypatch):
+    """The time-to-quality loop: measure every K steps, stop at the target (the judges are stubbed
+    here so that the check reaches the target at the second measurement)."""
+    import vdlearn.training.t2v as t2v
+
+    calls = []
+
+    def fake_adherence(model, n, num_steps, **kw):
+        calls.append(n)
+        joint = 0.5 if len(calls) == 1 else 0.95
+        return {"joint": joint, "object": joint, "colour": 1.0, "direction": joint, "speed": joint}
+
+    monkeypatch.setattr(t2v, "quick_adherence", fake_adherence)
+    cfg = T2VTrainConfig(preset="tiny", steps=10, batch_size=2, cache_clips=4, eval_n=0, eval_every=2,
+                         eval_every_n=3, target=0.9, device="cpu")
+    meta = train(cfg, tmp_path, progress=False)
+    assert calls == [3, 3]
+    assert meta["metrics"]["steps_done"] == 4 and meta["metrics"]["target_reached"]["step"] == 4
+    assert [r["step"] for r in meta["metrics"]["adherence_curve"]] == [2.0, 4.0]
