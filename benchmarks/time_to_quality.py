@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from vdlearn.device import describe_device  # noqa: E402
-from vdlearn.training.t2v import T2VTrainConfig, train  # noqa: E402
+from vdlearn.device import describe_device
+from vdlearn.training.t2v import T2VTrainConfig, train
 
 
 def main(argv=None) -> int:

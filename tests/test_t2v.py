@@ -151,7 +151,7 @@ def test_shipped_model_json_records_its_provenance():
 def test_run_stops_once_the_target_adherence_is_reached(tmp_path, monkeypatch):
     """The time-to-quality loop: measure every K steps, stop at the target (the judges are stubbed
     here so that the check reaches the target at the second measurement)."""
-    import vdlearn.training.t2v as t2v
+    from vdlearn.training import t2v
 
     calls = []
 

@@ -23,17 +23,24 @@ Trained by :mod:`vdlearn.training.t2v` (``vdlearn train t2v``); measured by
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
-import torch.nn as nn
+from torch import nn
 from tqdm.auto import tqdm
 
 from vdlearn.data.captions import parse_caption
 from vdlearn.diffusion import NoiseSchedule, Sampler, SamplerConfig, sample
-from vdlearn.io import CheckpointMismatchError, data_dir, load_checkpoint, load_state_dict_checked, save_checkpoint
+from vdlearn.io import (
+    CheckpointMismatchError,
+    data_dir,
+    load_checkpoint,
+    load_state_dict_checked,
+    save_checkpoint,
+)
 from vdlearn.models.text import TEXT_PRESETS, ToyTextEncoder
 from vdlearn.models.unet import VideoUNet
 
@@ -72,7 +79,7 @@ class T2VConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "T2VConfig":
+    def from_dict(cls, d: dict) -> T2VConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -80,7 +87,7 @@ class T2VConfig:
         return cls(**d)
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "T2VConfig":
+    def preset(cls, name: str, **overrides: Any) -> T2VConfig:
         if name not in T2V_PRESETS:
             raise KeyError(f"Unknown text-to-video preset {name!r}; known presets: {sorted(T2V_PRESETS)}.")
         return dataclasses.replace(T2V_PRESETS[name], **overrides)
@@ -125,7 +132,7 @@ class TextToVideo(nn.Module):
         object.__setattr__(self, "_vae", None)  # frozen, loaded on first use, not part of state_dict()
 
     @classmethod
-    def from_preset(cls, name: str = "toy", **overrides: Any) -> "TextToVideo":
+    def from_preset(cls, name: str = "toy", **overrides: Any) -> TextToVideo:
         return cls(T2VConfig.preset(name, **overrides))
 
     @property
@@ -244,7 +251,7 @@ class TextToVideo(nn.Module):
                                {"kind": CHECKPOINT_KIND, "t2v_config": self.config.to_dict(), **(meta or {})})
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "TextToVideo":
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> TextToVideo:
         """A model written by :meth:`save` (or the final ``t2v.safetensors`` of ``vdlearn train t2v``)."""
         state, meta = load_checkpoint(path)
         if meta.get("kind") == "training_state":
@@ -263,7 +270,7 @@ class TextToVideo(nn.Module):
         return model.to(device).eval()
 
     @classmethod
-    def load_shipped(cls, name: str = "toy", device: str | torch.device = "cpu") -> "TextToVideo":
+    def load_shipped(cls, name: str = "toy", device: str | torch.device = "cpu") -> TextToVideo:
         """The toy model shipped in ``data/t2v/<name>.safetensors``."""
         path = shipped_t2v_path(name)
         if not path.exists():
@@ -278,4 +285,4 @@ def shipped_t2v_path(name: str = "toy") -> Path:
     return data_dir() / "t2v" / f"{name}.safetensors"
 
 
-__all__ = ["CHECKPOINT_KIND", "T2VConfig", "T2V_PRESETS", "TextToVideo", "shipped_t2v_path"]
+__all__ = ["CHECKPOINT_KIND", "T2V_PRESETS", "T2VConfig", "TextToVideo", "shipped_t2v_path"]

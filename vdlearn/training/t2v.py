@@ -40,7 +40,7 @@ import torch
 from vdlearn.diffusion import diffusion_loss, sample_timesteps
 from vdlearn.io import artifact_meta, git_commit, load_checkpoint, save_checkpoint
 from vdlearn.pipelines.t2v import T2VConfig, TextToVideo
-from vdlearn.training.trainer import Trainer, TrainerConfig
+from vdlearn.training.trainer import Trainer, TrainerConfig, append_csv_row
 
 
 @dataclass
@@ -224,7 +224,7 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
             row = {"step": trainer.step, "train_seconds": round(t_eval - t0 - _eval_total(curve_path), 1),
                    "joint": adh["joint"], **{k: adh[k] for k in ("object", "colour", "direction", "speed")},
                    "eval_seconds": round(time.time() - t_eval, 1)}
-            _append_csv(curve_path, row)
+            append_csv_row(curve_path, row)
             if progress:
                 print(f"step {trainer.step}: joint adherence {adh['joint']:.3f} on {cfg.eval_every_n} prompts "
                       f"({row['train_seconds']:.0f} s of training)", flush=True)
@@ -269,17 +269,6 @@ def _any_process(trainer: Trainer, flag: bool) -> bool:
         return flag
     votes = trainer.accelerator.gather(torch.tensor([float(flag)], device=trainer.accelerator.device))
     return bool(votes.max() > 0)
-
-
-def _append_csv(path: Path, row: dict) -> None:
-    import csv
-
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
 
 
 def _eval_total(path: Path) -> float:

@@ -32,9 +32,10 @@ import csv
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -110,6 +111,16 @@ class EMA:
     def copy_to(self, model: torch.nn.Module) -> torch.nn.Module:
         model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in self.shadow.items()})
         return model
+
+
+def append_csv_row(path: Path, row: dict) -> None:
+    """Append ``row`` to the CSV file ``path``, writing the header first if the file is new."""
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
 
 
 def _shard(batch: dict, rank: int, world: int) -> dict:
@@ -234,13 +245,7 @@ class Trainer:
     def _log_row(self, row: dict) -> None:
         if not self.accelerator.is_main_process:
             return
-        path = self.out / "log.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        append_csv_row(self.out / "log.csv", row)
         if self._tb is not None:
             for k, v in row.items():
                 if k != "step":
