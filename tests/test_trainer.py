@@ -50,15 +50,20 @@ def test_learning_rate_schedule():
     assert learning_rate(55, cfg) == pytest.approx(0.55)
 
 
-@pytest.mark.slow
-def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
+def launch_two_processes(out, port: int, *args: str, timeout: int = 300) -> None:
+    """Run tests/scripts/tiny_training.py OUT ARGS under `accelerate launch` with two CPU (gloo) processes."""
     script = str(Path(__file__).parent / "scripts" / "tiny_training.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
-           script, str(tmp_path / "two"), "--steps", "6"]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+           script, str(out), *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
+    launch_two_processes(tmp_path / "two", 29533, "--steps", "6")
     single = run([str(tmp_path / "one"), "--steps", "6"])
     two = torch.load(tmp_path / "two" / "result.pt", weights_only=True)
     assert two["history"] == pytest.approx(single.history, rel=1e-5, abs=1e-7)
@@ -70,13 +75,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
 @pytest.mark.slow
 def test_two_processes_train_the_text_to_video_model_like_one(tmp_path):
     """The same check on the real task: text encoder + video U-Net under DDP (gloo), tiny preset."""
-    script = str(Path(__file__).parent / "scripts" / "tiny_training.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29534",
-           script, str(tmp_path / "two"), "--steps", "3", "--task", "t2v"]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    launch_two_processes(tmp_path / "two", 29534, "--steps", "3", "--task", "t2v", timeout=600)
     single = run([str(tmp_path / "one"), "--steps", "3", "--task", "t2v"])
     two = torch.load(tmp_path / "two" / "result.pt", weights_only=True)
     assert len(two["history"]) == 3
