@@ -7,6 +7,7 @@
     vdlearn train t2v --preset toy --out runs/t2v train the toy text-to-video model (notebook 05)
     vdlearn sample --prompt "a red 3 moving left quickly" --out x.mp4     generate a video
     vdlearn eval --checkpoint runs/t2v/t2v.safetensors                    the judges' report on a model
+    vdlearn eval --words                                                  which caption words the model uses
 
 Every subcommand has --help.
 """
@@ -148,6 +149,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from vdlearn.eval.generation import evaluate_t2v, format_report
 
     model = _load_t2v(args.checkpoint)
+    if args.words:
+        from vdlearn.eval.listening import format_sensitivity, word_sensitivity
+
+        result = word_sensitivity(model, n=args.n, seed=args.seed)
+        print(json.dumps(result, indent=2) if args.json else format_sensitivity(result))
+        return 0
     report = evaluate_t2v(model, n=args.n, guidance_scale=args.guidance, num_steps=args.steps, seed=args.seed,
                           references=not args.no_references, progress=not args.json)
     if args.json:
@@ -221,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
     e.add_argument("--seed", type=int, default=0, help="noise seed")
     e.add_argument("--no-references", action="store_true", help="skip the real-clip and VAE-reconstruction rows")
+    e.add_argument("--words", action="store_true",
+                   help="instead of generating, probe which caption words the model uses: the rise of its denoising "
+                        "loss on real clips when one word is swapped for a wrong one (vdlearn.eval.listening)")
     e.add_argument("--json", action="store_true", help="print the full report as json")
     e.set_defaults(func=cmd_eval)
 

@@ -93,10 +93,13 @@ class T2VConfig:
         return dataclasses.replace(T2V_PRESETS[name], **overrides)
 
 
-#: Named configurations. ``toy``: the shipped model (5.1M-parameter U-Net, 0.1M text encoder);
-#: ``tiny``: a quarter-width model for tests and seconds-long demos (it learns little).
+#: Named configurations. ``toy``: the shipped model (5.1M-parameter U-Net, 0.1M text encoder, the
+#: VideoCrafter2 layout); ``toy_vc1``: the same widths in VideoCrafter1's layout (no temporal
+#: convolutions; Shaw relative frame positions in temporal attention); ``tiny``: a quarter-width
+#: model for tests and seconds-long demos (it learns little).
 T2V_PRESETS: dict[str, T2VConfig] = {
     "toy": T2VConfig(),
+    "toy_vc1": T2VConfig(name="toy_vc1", unet_overrides={"temporal_conv": False, "temporal_position": "relative"}),
     "tiny": T2VConfig(
         name="tiny",
         # no dropout: one process and two then see exactly the same computation (tests/test_trainer.py)

@@ -282,7 +282,7 @@ def _eval_total(path: Path) -> float:
 # ============================================================================== CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
     default = T2VTrainConfig()
-    p.add_argument("--preset", default=default.preset, help="model preset: toy (shipped) or tiny (seconds-long demos)")
+    p.add_argument("--preset", default=default.preset, help="model preset: toy (shipped), toy_vc1 (VideoCrafter1 temporal layers) or tiny (seconds-long demos)")
     p.add_argument("--out", required=True, help="output folder: checkpoint.safetensors, log.csv, t2v.safetensors")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.safetensors")
     for f in dataclasses.fields(T2VTrainConfig):
