@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from vdlearn.data.captions import parse_caption
-from vdlearn.eval.listening import PROBED, format_sensitivity, swap_word, word_sensitivity
+from vdlearn.eval.listening import (
+    PROBED,
+    format_sensitivity,
+    swap_word,
+    word_sensitivity,
+)
 from vdlearn.pipelines.t2v import TextToVideo
 
 
