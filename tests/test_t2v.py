@@ -29,6 +29,19 @@ def test_forward_shapes_and_width_check(tiny):
         TextToVideo(T2VConfig.preset("tiny", text_overrides={"width": 48}))
 
 
+def test_the_videocrafter1_preset_has_relative_positions_and_no_temporal_convs():
+    from vdlearn.models.unet.resblock import TemporalConvBlock
+
+    model = TextToVideo.from_preset("toy_vc1")
+    cfg = model.unet.config
+    assert cfg.temporal_position == "relative" and not cfg.temporal_conv
+    names = [n for n, _ in model.unet.named_parameters()]
+    assert any("rel_pos_k" in n for n in names)
+    assert not any(isinstance(m, TemporalConvBlock) for m in model.unet.modules())
+    x = torch.randn(1, 4, 8, 8, 8)
+    assert model(x, torch.tensor([500]), model.tokenize(["a red 3 moving left quickly"]), torch.tensor([8])).shape == x.shape
+
+
 def test_generation_is_reproducible_and_independent_of_the_batch(tiny):
     prompts = ["a red 3 moving left quickly", "a blue circle moving up slowly", "a green 7 moving right quickly"]
     both = tiny.generate(prompts, seed=5, num_steps=3, progress=False)  # (3, 3, 8, 32, 32)
