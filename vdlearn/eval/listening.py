@@ -1,4 +1,4 @@
-"""Which words does a text-to-video model listen to? The word-swap probe.
+r"""Which words does a text-to-video model listen to? The word-swap probe.
 
 Prompt adherence (:mod:`vdlearn.eval.generation`) says *whether* generated clips do
 what the prompt asks. This probe says *which words the model uses at all*, without
@@ -23,6 +23,19 @@ red -> green, the last wraps to the first).
 
     >>> from vdlearn.eval.listening import word_sensitivity, format_sensitivity
     >>> print(format_sensitivity(word_sensitivity(model, n=128)))
+
+A second, sharper look at the noisiest step: the **first guess**. At $t \approx T$ the
+noisy latent holds almost nothing of the clip, so the loss-minimising prediction of
+$x_0$ is the mean of all training clips with that caption, $\mathbb E[x_0 \mid y]$. The
+world gives that mean directly (:func:`mean_clip`: encode many clips that show the
+caption and average); the model gives its own (:func:`first_guess`: average its $x_0$
+prediction over many noise draws). Comparing the two for captions that differ in one
+word shows what the model has, and has not, learned to expect from that word before
+the sampler has committed to anything:
+
+    >>> data = mean_clip(model, ["a red 3 moving left quickly", "a red 3 moving right quickly"])
+    >>> guess = first_guess(model, ["a red 3 moving left quickly", "a red 3 moving right quickly"])
+    >>> relative_gap(data[0], data[1]), relative_gap(guess[0], guess[1])
 
 Taught in notebook 05_text_to_video (failure cases).
 """
@@ -122,6 +135,73 @@ def word_sensitivity(model, n: int = 256, timesteps: Sequence[int] = (500, 700, 
     }
 
 
+@torch.no_grad()
+def mean_clip(model, captions: Sequence[str], n: int = 256, *, split: str = "train", world_seed: int = 0,
+              batch_size: int = 64) -> torch.Tensor:
+    r"""The data's answer to "what does this caption look like on average": ``(k, c, t, h, w)`` latents.
+
+    For each caption, ``n`` clips of the toy world that show exactly it (handwriting,
+    start position and background vary) are encoded with the model's VAE and averaged.
+    This is $\mathbb E[z_0 \mid y]$, the best possible prediction at the noisiest step.
+    """
+    from vdlearn.data import ToyWorld, WorldConfig
+
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}.")
+    world = ToyWorld(WorldConfig.preset(model.config.world), seed=world_seed)
+    dev = next(model.parameters()).device
+    means = []
+    for caption in captions:
+        if parse_caption(caption).direction is None:
+            raise ValueError(f"{caption!r} describes an image; mean_clip needs a video caption with a direction.")
+        total = 0.0
+        for start in range(0, n, batch_size):
+            clips = world.from_caption(caption, indices=range(start, min(n, start + batch_size)), split=split,
+                                       fps=model.config.default_fps)
+            total = total + model.vae.encode_latents(clips["video"].to(dev)).sum(0)  # (c, t, h, w)
+        means.append(total / n)
+    return torch.stack(means)  # (k, c, t, h, w)
+
+
+@torch.no_grad()
+def first_guess(model, captions: Sequence[str], t: int = 990, draws: int = 64, *, seed: int = 0,
+                fps: int | None = None) -> torch.Tensor:
+    r"""The model's answer: its $x_0$ prediction at step ``t``, averaged over ``draws`` noisy latents.
+
+    The noisy latents are drawn as pure noise: near $t = T$ the clean part of $z_t$ is
+    scaled by $\sqrt{\bar\alpha_t}$ (0.016 at ``t=990`` on the toy schedule) and does not
+    matter. Conditional prediction, no guidance. Every caption sees the same noise draws,
+    so two captions' guesses differ only through the caption. Returns ``(k, c, t, h, w)``
+    latents.
+    """
+    from vdlearn.diffusion.process import predict_x0_and_eps
+
+    num_train = model.schedule.num_train_timesteps
+    if not 0 <= int(t) < num_train:
+        raise ValueError(f"Timestep {t} is outside the schedule's 0..{num_train - 1}.")
+    if draws < 1:
+        raise ValueError(f"draws must be at least 1, got {draws}.")
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    x_t = torch.randn((draws, *model.config.latent_shape), generator=gen).to(dev)  # (draws, c, t, h, w)
+    steps = torch.full((draws,), int(t), device=dev, dtype=torch.long)
+    fps_all = torch.full((draws,), int(fps or model.config.default_fps), device=dev, dtype=torch.long)
+    guesses = []
+    for caption in captions:
+        out = model(x_t, steps, model.tokenize([caption] * draws).to(dev), fps_all)
+        x0, _ = predict_x0_and_eps(model.schedule, out, x_t, steps)
+        guesses.append(x0.mean(0))
+    model.train(was_training)
+    return torch.stack(guesses)  # (k, c, t, h, w)
+
+
+def relative_gap(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``|a - b| / |a|``: how different two mean clips are, relative to the first."""
+    return float((a - b).norm() / a.norm().clamp_min(1e-12))
+
+
 def format_sensitivity(result: dict) -> str:
     """A plain-text table of :func:`word_sensitivity`: loss rise in % per swapped word and timestep."""
     names = list(result["increase"])
@@ -133,4 +213,5 @@ def format_sensitivity(result: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["PROBED", "format_sensitivity", "swap_word", "word_sensitivity"]
+__all__ = ["PROBED", "first_guess", "format_sensitivity", "mean_clip", "relative_gap", "swap_word",
+           "word_sensitivity"]
