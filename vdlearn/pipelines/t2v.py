@@ -95,8 +95,10 @@ class T2VConfig:
 
 #: Named configurations. ``toy``: the shipped model (5.1M-parameter U-Net, 0.1M text encoder, the
 #: VideoCrafter2 layout); ``toy_vc1``: the same widths in VideoCrafter1's layout (no temporal
-#: convolutions; Shaw relative frame positions in temporal attention); ``tiny``: a quarter-width
-#: model for tests and seconds-long demos (it learns little).
+#: convolutions; Shaw relative frame positions in temporal attention); ``toy_layout``: ``toy`` plus a
+#: caption layout after conv_in (vdlearn/models/unet/layout.py: the caption's mean clip, which the
+#: toy U-Net does not learn for the direction of motion); ``tiny``: a quarter-width model for tests and
+#: seconds-long demos (it learns little); ``tiny_layout``: ``tiny`` with a caption layout.
 T2V_PRESETS: dict[str, T2VConfig] = {
     "toy": T2VConfig(),
     "toy_vc1": T2VConfig(name="toy_vc1", unet_overrides={"temporal_conv": False, "temporal_position": "relative"}),
@@ -108,6 +110,11 @@ T2V_PRESETS: dict[str, T2VConfig] = {
         text="tiny", text_overrides={},
     ),
 }
+T2V_PRESETS["toy_layout"] = dataclasses.replace(
+    T2V_PRESETS["toy"], name="toy_layout", unet_overrides={"caption_layout": (8, 8, 8)})  # (frames, h/4, w/4)
+T2V_PRESETS["tiny_layout"] = dataclasses.replace(
+    T2V_PRESETS["tiny"], name="tiny_layout",
+    unet_overrides={**T2V_PRESETS["tiny"].unet_overrides, "caption_layout": (8, 8, 8)})
 
 
 class TextToVideo(nn.Module):

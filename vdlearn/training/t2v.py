@@ -68,6 +68,10 @@ class T2VTrainConfig:
     eval_steps: int = 25  # DDIM steps of the evaluations
     mixed_precision: str = "auto"  # "auto", "bf16", "no"
     device: str = "auto"  # "auto", "cpu", "cuda", "mps"
+    init: str = ""  # start from this t2v.safetensors (its weights; modules it lacks start fresh) instead of scratch
+    fresh_lr_scale: float = 1.0  # learning-rate multiplier for the modules that ``init`` lacks
+    high_noise_share: float = 0.0  # share of every batch whose timestep is drawn from [high_noise_from, N)
+    high_noise_from: int = 850  # where "high noise" starts: the steps where the sampler decides the layout
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -117,7 +121,14 @@ def latent_cache(model: TextToVideo, cfg: T2VTrainConfig, out: Path | None, prog
 class T2VTask:
     """The trainer's task: global batches from the latent cache, the v-prediction loss."""
 
-    def __init__(self, model: TextToVideo, cache: dict, batch_size: int, cond_drop: float = 0.1):
+    def __init__(self, model: TextToVideo, cache: dict, batch_size: int, cond_drop: float = 0.1,
+                 high_noise_share: float = 0.0, high_noise_from: int = 850):
+        if not 0.0 <= high_noise_share <= 1.0:
+            raise ValueError(f"high_noise_share must be in [0, 1], got {high_noise_share}.")
+        if not 0 <= high_noise_from < model.schedule.num_train_timesteps:
+            raise ValueError(f"high_noise_from must be a timestep 0..{model.schedule.num_train_timesteps - 1}, "
+                             f"got {high_noise_from}.")
+        self.high_noise = (int(round(batch_size * high_noise_share)), high_noise_from)
         self.schedule = model.schedule
         self.latents, self.tokens, self.fps = cache["latents"], cache["tokens"], cache["fps"]
         self.batch_size = batch_size
@@ -132,6 +143,9 @@ class T2VTask:
         drop = torch.rand(b, generator=generator) < self.cond_drop
         tokens[drop] = self.empty
         t = sample_timesteps(b, self.schedule, generator=generator)
+        k, start = self.high_noise
+        if k:  # the first k clips get a high-noise timestep (drawn only when asked: default runs are unchanged)
+            t[:k] = torch.randint(start, self.schedule.num_train_timesteps, (k,), generator=generator)
         noise = torch.randn(x0.shape, generator=generator)
         return {"x0": x0, "tokens": tokens, "fps": self.fps[idx], "t": t, "noise": noise}
 
@@ -143,6 +157,37 @@ class T2VTask:
 
 
 # ============================================================================= run
+def init_from(model: TextToVideo, path: str | Path) -> list[str]:
+    """Load the weights of the finished model at ``path`` into ``model``; returns the fresh parameter names.
+
+    ``model`` may have modules the checkpoint lacks (a caption layout added to the shipped
+    model, say): those keep their initialisation and are returned, so they can get a learning
+    rate of their own. Everything the checkpoint holds must exist in ``model`` with the same
+    shape, and ``model`` must share most of its weights with it; otherwise the error lists
+    what does not match.
+    """
+    from vdlearn.io import CheckpointMismatchError
+    from vdlearn.pipelines.t2v import CHECKPOINT_KIND
+
+    state, meta = load_checkpoint(path)
+    if meta.get("kind") != CHECKPOINT_KIND:
+        raise CheckpointMismatchError(f"--init {path}: not a finished text-to-video model (kind={meta.get('kind')!r}); "
+                                      f"use a t2v.safetensors written by `vdlearn train t2v`.")
+    own = model.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    reshaped = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
+    missing = sorted(set(own) - set(state))
+    if unexpected or reshaped or len(missing) > len(own) // 2:
+        raise CheckpointMismatchError(
+            f"--init {path} does not fit preset {model.config.name!r}: "
+            f"{len(unexpected)} unexpected keys {unexpected[:6]}, {len(reshaped)} with other shapes "
+            f"{[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in reshaped[:4]]}, "
+            f"{len(missing)} of {len(own)} missing {missing[:6]}.")
+    model.load_state_dict(state, strict=False)
+    params = {n for n, _ in model.named_parameters()}
+    return [k for k in missing if k in params]
+
+
 def reproduce_command(cfg: T2VTrainConfig, out: str | Path) -> str:
     """The ``vdlearn train t2v`` command line for ``cfg``."""
     default = T2VTrainConfig()
@@ -183,10 +228,11 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
     commit = git_commit()  # the code that trains, recorded now (the working tree may change during a long run)
     torch.manual_seed(cfg.seed)
     model = TextToVideo(T2VConfig.preset(cfg.preset))
+    fresh = init_from(model, cfg.init) if cfg.init else []
     t_cache = time.time()
     cache = latent_cache(model, cfg, out, progress)
     cache_seconds = time.time() - t_cache
-    task = T2VTask(model, cache, cfg.batch_size, cfg.cond_drop)
+    task = T2VTask(model, cache, cfg.batch_size, cfg.cond_drop, cfg.high_noise_share, cfg.high_noise_from)
     tcfg = TrainerConfig(
         steps=cfg.steps, lr=cfg.lr, warmup=cfg.warmup, min_lr_ratio=cfg.min_lr_ratio, grad_clip=cfg.grad_clip,
         ema_decay=cfg.ema_decay, mixed_precision=cfg.mixed_precision, ckpt_every=cfg.ckpt_every,
@@ -201,7 +247,8 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
         return {p.replace(" ", "_"): v for p, v in zip(prompts, videos)}
 
     run_info = {"t2v_train_config": cfg.to_dict()}
-    trainer = Trainer(model, task, tcfg, out, sample_fn=sample_fn, progress=progress, run_info=run_info)
+    trainer = Trainer(model, task, tcfg, out, sample_fn=sample_fn, progress=progress, run_info=run_info,
+                      lr_scales={name: cfg.fresh_lr_scale for name in fresh})
     if resume:
         trainer.load()
         trainer._truncate_log()
@@ -256,7 +303,8 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
         command=command or reproduce_command(cfg, out), commit=commit,
         training={"train_minutes": round(train_seconds / 60, 2), "latent_cache_minutes": round(cache_seconds / 60, 2),
                   "device": str(trainer.accelerator.device), "processes": trainer.accelerator.num_processes,
-                  "threads": torch.get_num_threads()},
+                  "threads": torch.get_num_threads(), "init": cfg.init or None,
+                  "fresh_parameters": sum(dict(model.named_parameters())[n].numel() for n in fresh)},
     )
     if trainer.accelerator.is_main_process:
         final.save(out / "t2v.safetensors", meta)
@@ -282,7 +330,8 @@ def _eval_total(path: Path) -> float:
 # ============================================================================== CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
     default = T2VTrainConfig()
-    p.add_argument("--preset", default=default.preset, help="model preset: toy (shipped), toy_vc1 (VideoCrafter1 temporal layers) or tiny (seconds-long demos)")
+    p.add_argument("--preset", default=default.preset, help="model preset: toy (shipped), toy_vc1 (VideoCrafter1 temporal layers), toy_layout (toy plus a caption "
+                        "layout; start it from the shipped model with --init), tiny or tiny_layout (seconds-long demos)")
     p.add_argument("--out", required=True, help="output folder: checkpoint.safetensors, log.csv, t2v.safetensors")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.safetensors")
     for f in dataclasses.fields(T2VTrainConfig):

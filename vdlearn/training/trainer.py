@@ -167,7 +167,7 @@ class Trainer:
     def __init__(
         self, model: torch.nn.Module, task: TrainingTask, config: TrainerConfig, out_dir: str | Path,
         sample_fn: Callable[[torch.nn.Module, int], dict] | None = None, progress: bool = True,
-        run_info: dict | None = None,
+        run_info: dict | None = None, lr_scales: dict[str, float] | None = None,
     ):
         from accelerate import Accelerator
 
@@ -187,9 +187,18 @@ class Trainer:
                 raise ValueError(f"{type(model).__name__} has no set_gradient_checkpointing(); turn the option off.")
             model.set_gradient_checkpointing(True)
         self.raw_model = model
-        params = [p for p in model.parameters() if p.requires_grad]
-        if not params:
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not named:
             raise ValueError("The model has no trainable parameters (all requires_grad=False).")
+        # ``lr_scales``: parameter name -> learning-rate multiplier (e.g. modules new to a fine-tuned model)
+        lr_scales = lr_scales or {}
+        unknown = sorted(set(lr_scales) - {n for n, _ in named})
+        if unknown:
+            raise ValueError(f"lr_scales names parameters the model does not train: {unknown[:5]}")
+        groups: dict[float, list] = {}
+        for n, p in named:
+            groups.setdefault(float(lr_scales.get(n, 1.0)), []).append(p)
+        params = [{"params": ps, "lr_scale": scale} for scale, ps in groups.items()]
         opt = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
         self.model, self.optimizer = self.accelerator.prepare(model, opt)
         self.ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
@@ -294,7 +303,7 @@ class Trainer:
             batch = _shard(self.task.batch(step, gen), rank, world)
             lr = learning_rate(step, cfg)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             with self.accelerator.autocast():
                 loss = self.task.loss(self.model, batch)
             mean_loss = self.accelerator.gather(loss.detach().float().reshape(1)).mean()

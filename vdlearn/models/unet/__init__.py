@@ -27,6 +27,7 @@ from vdlearn.models.unet.inspection import (
     parameter_breakdown,
     record_temporal_attention,
 )
+from vdlearn.models.unet.layout import CaptionLayout
 from vdlearn.models.unet.positions import (
     PartialRotaryEmbedding,
     ShawRelativePosition,
@@ -44,6 +45,7 @@ from vdlearn.models.unet.unet import UNET_PRESETS, UNetConfig, VideoUNet
 __all__ = [
     "UNET_PRESETS",
     "Attention",
+    "CaptionLayout",
     "Downsample",
     "PartialRotaryEmbedding",
     "ResBlock",

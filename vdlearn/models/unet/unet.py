@@ -35,6 +35,7 @@ from torch.utils.checkpoint import checkpoint
 
 from vdlearn.models.unet.attention import POSITION_KINDS
 from vdlearn.models.unet.embeddings import ScalarEmbedding
+from vdlearn.models.unet.layout import CaptionLayout
 from vdlearn.models.unet.resblock import (
     Downsample,
     GroupNorm32,
@@ -87,6 +88,10 @@ class UNetConfig:
     rotary_dim: int = 32  # "rope_bias": channels of each head that are rotated
     bias_buckets: int = 32  # "rope_bias": T5 distance buckets
     bias_max_distance: int = 32  # "rope_bias": distance at which the last bucket starts
+    # --- caption layout ---------------------------------------------------------------
+    caption_layout: tuple[int, int, int] | None = None  # (frames, h, w) of the latent: add a CaptionLayout
+    #                                                     after conv_in (layout.py); None: no layout path
+    caption_layout_rank: int = 4  # channels of the layout code at each position and frame
     # --- memory -----------------------------------------------------------------------
     gradient_checkpointing: bool = False  # recompute each stage's activations in backward: less memory,
     #                                       one extra forward pass per training step
@@ -108,6 +113,12 @@ class UNetConfig:
                 )
         if self.image_cross_attention and self.context_dim is None:
             raise ValueError("image_cross_attention needs a context_dim.")
+        if self.caption_layout is not None:
+            self.caption_layout = tuple(int(v) for v in self.caption_layout)
+            if len(self.caption_layout) != 3 or min(self.caption_layout) < 1:
+                raise ValueError(f"caption_layout must be (frames, height, width) of the latent, got {self.caption_layout}.")
+            if self.context_dim is None:
+                raise ValueError("caption_layout needs a caption: set context_dim.")
 
     @property
     def out_ch(self) -> int:
@@ -230,6 +241,9 @@ class VideoUNet(nn.Module):
             nn.init.zeros_(self.fps_embed.linear_2.bias)
         in_ch = cfg.in_channels + cfg.concat_channels
         self.conv_in = nn.Conv2d(in_ch, cfg.model_channels, 3, padding=1)
+        self.caption_layout = (CaptionLayout(cfg.context_dim, cfg.model_channels, *cfg.caption_layout,
+                                             rank=cfg.caption_layout_rank)
+                               if cfg.caption_layout is not None else None)
         self.init_attn = (temporal(cfg.model_channels, heads=cfg.init_attention_heads)
                           if cfg.init_temporal_attention else None)
 
@@ -389,6 +403,8 @@ class VideoUNet(nn.Module):
             # token reshapes of the transformers and temporal convs views instead of copies
             h = h.contiguous(memory_format=torch.channels_last)
         h = self.conv_in(h)  # (b*t, model_channels, h, w)
+        if self.caption_layout is not None:
+            h = h + self._layout(x, context, num_images).to(h.dtype)  # (b*t, model_channels, h, w)
         if self.init_attn is not None:
             h = apply_to_video_frames(self.init_attn, h, t, num_images)
         skips = [h]
@@ -401,6 +417,19 @@ class VideoUNet(nn.Module):
             h = self._run(stage, h, emb, context, t, num_images)
         h = self.conv_out(F.silu(self.out_norm(h)))  # (b*t, c_out, h, w)
         return unfold_frames(h, t).contiguous()  # (b, c_out, t, h, w)
+
+    def _layout(self, x: torch.Tensor, context: torch.Tensor, num_images: int) -> torch.Tensor:
+        b, _, t, h, w = x.shape
+        want = self.caption_layout.frames, self.caption_layout.height, self.caption_layout.width
+        if (t, h, w) != want:
+            raise ValueError(f"This U-Net has a caption layout for latents of (frames, height, width) = {want}, "
+                             f"got {(t, h, w)}. Generate at that size, or build the U-Net with caption_layout=None.")
+        if num_images:
+            raise ValueError("The caption layout describes whole videos; it cannot run with images mixed in "
+                             "(num_images > 0) or in image mode (temporal=False).")
+        if context.shape[0] != b:
+            raise ValueError("The caption layout needs one caption per video, context (b, n, d); got a context per frame.")
+        return self.caption_layout(context)
 
     #: Memory layout of the activations: True channels-last, False contiguous, None automatic
     #: (channels-last on CPU, where it is measurably faster; contiguous elsewhere).
