@@ -109,9 +109,12 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
 
 def _load_t2v(checkpoint: str | None):
-    from vdlearn.pipelines.t2v import TextToVideo
+    from vdlearn.pipelines.t2v import TextToVideo, shipped_t2v_path
 
-    model = TextToVideo.load(checkpoint) if checkpoint else TextToVideo.load_shipped()
+    if checkpoint:
+        model = TextToVideo.load(checkpoint)
+    else:  # the best shipped model: the caption-layout fine-tune (data/t2v/README.md), else the base model
+        model = TextToVideo.load_shipped("toy_layout" if shipped_t2v_path("toy_layout").exists() else "toy")
     return model.to(_device(None))
 
 
@@ -208,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "shipped data/t2v/toy.safetensors) and print what the judges see in each.")
     s.add_argument("--prompt", action="append", required=True,
                    help="a toy caption, e.g. 'a red 3 moving left quickly' (repeat for several)")
-    s.add_argument("--checkpoint", default=None, help="a t2v.safetensors from `vdlearn train t2v` (default: shipped)")
+    s.add_argument("--checkpoint", default=None, help="a t2v.safetensors from `vdlearn train t2v` (default: the shipped data/t2v/toy_layout)")
     s.add_argument("--out", default="sample.mp4", help="output file, .mp4 (gif when no ffmpeg) or .gif")
     s.add_argument("--n", type=int, default=1, help="videos per prompt (seeds seed, seed+1, ...)")
     s.add_argument("--seed", type=int, default=0, help="noise seed: the same seed and prompt give the same video")
@@ -222,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Generate clips for prompts with training and held-out attribute combinations and "
                                    "print prompt adherence, picture quality, flicker and Frechet distances to clean "
                                    "and to low-quality real clips, beside the same figures for real clips.")
-    e.add_argument("--checkpoint", default=None, help="a t2v.safetensors from `vdlearn train t2v` (default: shipped)")
+    e.add_argument("--checkpoint", default=None, help="a t2v.safetensors from `vdlearn train t2v` (default: the shipped data/t2v/toy_layout)")
     e.add_argument("--n", type=int, default=256, help="prompts per set (default 256)")
     e.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
     e.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
