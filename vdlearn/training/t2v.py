@@ -128,7 +128,7 @@ class T2VTask:
         if not 0 <= high_noise_from < model.schedule.num_train_timesteps:
             raise ValueError(f"high_noise_from must be a timestep 0..{model.schedule.num_train_timesteps - 1}, "
                              f"got {high_noise_from}.")
-        self.high_noise = (int(round(batch_size * high_noise_share)), high_noise_from)
+        self.high_noise = (round(batch_size * high_noise_share), high_noise_from)
         self.schedule = model.schedule
         self.latents, self.tokens, self.fps = cache["latents"], cache["tokens"], cache["fps"]
         self.batch_size = batch_size
@@ -166,7 +166,7 @@ def init_from(model: TextToVideo, path: str | Path) -> list[str]:
     shape, and ``model`` must share most of its weights with it; otherwise the error lists
     what does not match.
     """
-    from vdlearn.io import CheckpointMismatchError
+    from vdlearn.io import CheckpointMismatchError, mismatch_error
     from vdlearn.pipelines.t2v import CHECKPOINT_KIND
 
     state, meta = load_checkpoint(path)
@@ -175,14 +175,15 @@ def init_from(model: TextToVideo, path: str | Path) -> list[str]:
                                       f"use a t2v.safetensors written by `vdlearn train t2v`.")
     own = model.state_dict()
     unexpected = sorted(set(state) - set(own))
-    reshaped = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
+    reshaped = [f"{k}: model {tuple(own[k].shape)} vs checkpoint {tuple(state[k].shape)}"
+                for k in sorted(set(state) & set(own)) if state[k].shape != own[k].shape]
     missing = sorted(set(own) - set(state))
     if unexpected or reshaped or len(missing) > len(own) // 2:
-        raise CheckpointMismatchError(
-            f"--init {path} does not fit preset {model.config.name!r}: "
-            f"{len(unexpected)} unexpected keys {unexpected[:6]}, {len(reshaped)} with other shapes "
-            f"{[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in reshaped[:4]]}, "
-            f"{len(missing)} of {len(own)} missing {missing[:6]}.")
+        raise mismatch_error(
+            f"--init {path} does not fit preset {model.config.name!r}: {len(unexpected)} unexpected keys, "
+            f"{len(reshaped)} with other shapes, {len(missing)} of {len(own)} missing.",
+            missing, unexpected, reshaped, limit=6,
+            hint="A model may only add modules to the one it starts from (missing keys start fresh).")
     model.load_state_dict(state, strict=False)
     params = {n for n, _ in model.named_parameters()}
     return [k for k in missing if k in params]
