@@ -2,6 +2,7 @@
 
     python benchmarks/time_to_quality.py                     # toy preset, this machine's best device
     python benchmarks/time_to_quality.py --eval-every 250 --max-steps 8000 --out runs/ttq
+    python benchmarks/time_to_quality.py --preset toy_abspos --lr 2e-3 --warmup 100 --max-steps 4000
 
 Every ``--eval-every`` steps the EMA model generates clips for ``--eval-n`` prompts of
 training attribute combinations (25 DDIM steps, the model's guidance scale) and the
@@ -37,11 +38,14 @@ def main(argv=None) -> int:
     p.add_argument("--eval-n", type=int, default=64)
     p.add_argument("--max-steps", type=int, default=T2VTrainConfig.steps)
     p.add_argument("--batch-size", type=int, default=T2VTrainConfig.batch_size)
+    p.add_argument("--lr", type=float, default=T2VTrainConfig.lr)
+    p.add_argument("--warmup", type=int, default=T2VTrainConfig.warmup)
     p.add_argument("--cache-clips", type=int, default=T2VTrainConfig.cache_clips)
     p.add_argument("--out", default="runs/time_to_quality")
     a = p.parse_args(argv)
 
-    cfg = T2VTrainConfig(preset=a.preset, steps=a.max_steps, batch_size=a.batch_size, cache_clips=a.cache_clips,
+    cfg = T2VTrainConfig(preset=a.preset, steps=a.max_steps, batch_size=a.batch_size, lr=a.lr, warmup=a.warmup,
+                         cache_clips=a.cache_clips,
                          eval_every=a.eval_every, eval_every_n=a.eval_n, target=a.target, eval_n=0)
     out = Path(a.out)
     if (out / "checkpoint.safetensors").exists():

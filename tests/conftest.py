@@ -5,6 +5,6 @@ import os
 os.environ.setdefault("VDLEARN_SMOKE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import torch  # noqa: E402
+import torch
 
 torch.set_num_threads(1)

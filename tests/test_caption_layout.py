@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vdlearn.io import CheckpointMismatchError
-from vdlearn.models.unet import CaptionLayout, UNetConfig, VideoUNet
+from vdlearn.models.unet import CaptionLayout, CaptionLayoutUNet, UNetConfig, VideoUNet
 from vdlearn.pipelines.t2v import TextToVideo
 from vdlearn.training.t2v import T2VTask, T2VTrainConfig, init_from, latent_cache, train
 from vdlearn.training.trainer import Trainer, TrainerConfig
@@ -23,7 +23,7 @@ def test_a_fresh_layout_changes_nothing():
     torch.manual_seed(0)
     plain = VideoUNet(UNetConfig.preset("toy", **SMALL)).eval()
     torch.manual_seed(1)
-    with_layout = VideoUNet(UNetConfig.preset("toy", **SMALL, caption_layout=(4, 8, 8))).eval()
+    with_layout = CaptionLayoutUNet(UNetConfig.preset("toy", **SMALL), (4, 8, 8)).eval()
     missing, unexpected = with_layout.load_state_dict(plain.state_dict(), strict=False)
     assert not unexpected and missing and all(k.startswith("caption_layout.") for k in missing)
     with torch.no_grad():
@@ -50,10 +50,10 @@ def test_the_layout_depends_on_caption_frame_and_place():
 
 def test_layout_misuse_is_explained():
     with pytest.raises(ValueError, match="frames, height, width"):
-        UNetConfig.preset("toy", **SMALL, caption_layout=(4, 8))
+        CaptionLayoutUNet(UNetConfig.preset("toy", **SMALL), (4, 8))
     with pytest.raises(ValueError, match="context_dim"):
-        UNetConfig.preset("toy", **{**SMALL, "context_dim": None}, caption_layout=(4, 8, 8))
-    unet = VideoUNet(UNetConfig.preset("toy", **SMALL, caption_layout=(4, 8, 8))).eval()
+        CaptionLayoutUNet(UNetConfig.preset("toy", **{**SMALL, "context_dim": None}), (4, 8, 8))
+    unet = CaptionLayoutUNet(UNetConfig.preset("toy", **SMALL), (4, 8, 8)).eval()
     x, t, ctx, fps = _inputs()
     with pytest.raises(ValueError, match=r"\(4, 8, 8\)"):
         unet(x[:, :, :3], t, ctx, fps)  # 3 frames
@@ -106,3 +106,12 @@ def test_high_noise_share_moves_only_the_asked_timesteps():
     assert (b["t"][:16] >= 900).all() and torch.equal(b["t"][16:], plain["t"][16:])
     with pytest.raises(ValueError, match="high_noise_share"):
         T2VTask(model, cache, batch_size=4, high_noise_share=1.5)
+
+
+def test_the_paper_unet_has_no_layout_path():
+    """The layout lives in a subclass: the paper U-Net's forward runs only ``conv_in`` as its stem."""
+    plain = VideoUNet(UNetConfig.preset("toy", **SMALL))
+    assert not any(isinstance(m, CaptionLayout) for m in plain.modules())
+    assert "caption_layout" not in UNetConfig.__dataclass_fields__
+    assert isinstance(TextToVideo.from_preset("tiny_layout").unet, CaptionLayoutUNet)
+    assert type(TextToVideo.from_preset("tiny").unet) is VideoUNet

@@ -17,9 +17,9 @@ from vdlearn.diffusion import (
 
 CASES = [  # (our config, diffusers kwargs)
     (ScheduleConfig(beta_schedule="linear", beta_start=1e-4, beta_end=0.02),
-     dict(beta_schedule="linear", beta_start=1e-4, beta_end=0.02)),
-    (ScheduleConfig(beta_schedule="scaled_linear"), dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)),
-    (ScheduleConfig(beta_schedule="cosine"), dict(beta_schedule="squaredcos_cap_v2")),
+     {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}),
+    (ScheduleConfig(beta_schedule="scaled_linear"), {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}),
+    (ScheduleConfig(beta_schedule="cosine"), {"beta_schedule": "squaredcos_cap_v2"}),
 ]
 TIMESTEPS = torch.tensor([0, 1, 250, 500, 999, 37])
 

@@ -19,9 +19,9 @@ from vdlearn.diffusion import (
 )
 
 SCHEDULES = [  # (our config, diffusers kwargs)
-    (dict(beta_schedule="linear", beta_start=1e-4, beta_end=0.02), dict(beta_schedule="linear", beta_start=1e-4, beta_end=0.02)),
-    (dict(beta_schedule="scaled_linear"), dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)),
-    (dict(beta_schedule="cosine"), dict(beta_schedule="squaredcos_cap_v2")),
+    ({"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}, {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}),
+    ({"beta_schedule": "scaled_linear"}, {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}),
+    ({"beta_schedule": "cosine"}, {"beta_schedule": "squaredcos_cap_v2"}),
 ]
 SHAPE = (2, 4, 3, 6, 6)  # (b, c, t, h, w)
 

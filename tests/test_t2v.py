@@ -212,3 +212,38 @@ def test_run_stops_once_the_target_adherence_is_reached(tmp_path, monkeypatch):
     assert calls == [3, 3]
     assert meta["metrics"]["steps_done"] == 4 and meta["metrics"]["target_reached"]["step"] == 4
     assert [r["step"] for r in meta["metrics"]["adherence_curve"]] == [2.0, 4.0]
+
+
+def test_the_frame_position_presets_train_at_three_frame_rates():
+    from vdlearn.data import WorldConfig
+
+    expected = {"toy_abspos": "absolute", "toy_vc2_fps": "none", "toy_rope": "rope_bias"}
+    for name, position in expected.items():
+        model = TextToVideo.from_preset(name)
+        assert model.unet.config.temporal_position == position, name
+        assert model.unet.config.temporal_conv_dropout == 0.0
+        assert WorldConfig.preset(model.config.world).fps_choices == (4, 8, 16)
+    x = torch.randn(1, 4, 8, 8, 8)
+    out = model(x, torch.tensor([500]), model.tokenize(["a red 3 moving left quickly"]), torch.tensor([16]))
+    assert out.shape == x.shape
+
+
+def test_fps_response_measures_the_worlds_slope():
+    """A stand-in model that returns the world's own clips must show the world's slope. Displacement per
+    frame falls as 1/fps in the world; through the tracker, which reads half-pixel steps (slowly at 16 fps)
+    as larger, the measured slope is -0.59 on these 24 prompts."""
+    from vdlearn.data import ToyWorld, WorldConfig
+    from vdlearn.eval.generation import fps_response
+
+    class WorldAsModel:
+        config = T2VConfig.preset("toy_abspos")
+        world = ToyWorld(WorldConfig.preset("toy32_8f_fps"), seed=0)
+
+        def generate(self, prompts, fps, **kw):
+            return torch.cat([self.world.from_caption(c, indices=(i,), fps=fps)["video"] for i, c in enumerate(prompts)])
+
+    r = fps_response(WorldAsModel(), n=24)
+    assert r["fps"] == [4, 8, 16]
+    assert r["model_px_per_frame"] == r["data_px_per_frame"]
+    assert -0.75 < r["data_slope"] < -0.45, r
+    assert r["data_px_per_frame"][0] > r["data_px_per_frame"][1] > r["data_px_per_frame"][2]

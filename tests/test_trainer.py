@@ -1,4 +1,4 @@
-"""The training engine: exact resume, NaN handling, EMA, logs, and several processes."""
+"""The one training loop: exact resume, the NaN stop and several processes, for every task that trains through it."""
 
 import csv
 import os
@@ -10,37 +10,57 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
-from tiny_training import main as run  # noqa: E402
+from tiny_training import TASKS
+from tiny_training import main as run
 
-from vdlearn.io import load_checkpoint  # noqa: E402
-from vdlearn.training.trainer import TrainerConfig, TrainingDiverged, learning_rate  # noqa: E402
+from vdlearn.io import load_checkpoint
+from vdlearn.training.trainer import TrainerConfig, TrainingDiverged, learning_rate
+
+# (steps, interrupted after): the regression MLP runs long enough to show that it learns
+LENGTHS = {"regression": (30, 13)}
 
 
-def test_interrupted_and_resumed_run_gives_the_same_losses(tmp_path):
-    full = run([str(tmp_path / "full"), "--steps", "30"])
-    part = run([str(tmp_path / "split"), "--steps", "30", "--stop-at", "13"])
-    assert part.step == 13 and len(part.history) == 13
-    resumed = run([str(tmp_path / "split"), "--steps", "30", "--resume"])
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_interrupted_and_resumed_run_gives_the_same_losses(tmp_path, task):
+    steps, cut = LENGTHS.get(task, (6, 3))
+    common = ["--task", task, "--steps", str(steps), "--ckpt-every", "2"]
+    full = run([str(tmp_path / "full"), *common])
+    part = run([str(tmp_path / "split"), *common, "--stop-at", str(cut)])
+    assert part.step == cut and len(part.history) == cut
+    resumed = run([str(tmp_path / "split"), *common, "--resume"])
     assert resumed.history == full.history  # bit-for-bit the same sequence of losses
-    a = full.accelerator.unwrap_model(full.model).state_dict()
-    b = resumed.accelerator.unwrap_model(resumed.model).state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert all(torch.equal(full.ema.shadow[k], resumed.ema.shadow[k]) for k in a)
+    unwrap = full.accelerator.unwrap_model
+    assert same_weights(unwrap(full.model).state_dict(), unwrap(resumed.model).state_dict())
+    if full.ema is not None:
+        assert same_weights(full.ema.shadow, resumed.ema.shadow)
     rows = list(csv.DictReader((tmp_path / "split" / "log.csv").open()))
-    assert [int(r["step"]) for r in rows] == list(range(30))  # the log has no duplicated steps
-    assert full.history[-1] < 0.5 * full.history[0]  # and it does learn
+    assert [int(r["step"]) for r in rows] == list(range(steps))  # the log has no duplicated steps
+    if task == "regression":
+        assert full.history[-1] < 0.5 * full.history[0]  # and it does learn
 
 
-def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
-    with pytest.raises(TrainingDiverged, match=r"(?s)nan at step 6.*step 4"):
-        run([str(tmp_path), "--steps", "10", "--nan-at", "6", "--ckpt-every", "4"])
+@pytest.mark.parametrize("task", TASKS)
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, task):
+    with pytest.raises(TrainingDiverged, match=r"(?s)nan at step 3.*step 2.*--lr"):
+        run([str(tmp_path), "--task", task, "--steps", "6", "--nan-at", "3", "--ckpt-every", "2"])
     state, meta = load_checkpoint(tmp_path / "checkpoint.safetensors")
-    assert meta["step"] == 4 and all(torch.isfinite(v).all() for v in state.values())
+    assert meta["step"] == 2 and len(meta["history"]) == 2
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
 def test_resume_without_checkpoint_is_explained(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         run([str(tmp_path), "--resume"])
+
+
+def test_a_fresh_run_in_an_old_folder_starts_a_fresh_log(tmp_path):
+    run([str(tmp_path), "--steps", "4"])
+    run([str(tmp_path), "--steps", "3"])
+    assert [int(r["step"]) for r in csv.DictReader((tmp_path / "log.csv").open())] == [0, 1, 2]
 
 
 def test_learning_rate_schedule():
@@ -50,36 +70,37 @@ def test_learning_rate_schedule():
     assert learning_rate(55, cfg) == pytest.approx(0.55)
 
 
-def launch_two_processes(out, port: int, *args: str, timeout: int = 300) -> None:
-    """Run tests/scripts/tiny_training.py OUT ARGS under `accelerate launch` with two CPU (gloo) processes."""
+def launch_two_processes(out, port: int, *args: str, timeout: int = 600) -> None:
+    """Run tests/scripts/tiny_training.py OUT ARGS as two CPU processes (DDP over gloo).
+
+    Started with ``torch.distributed.run`` (torchrun): ``accelerate launch --cpu`` starts a
+    single process whatever ``--num_processes`` says, which would make the comparison vacuous
+    (the script records the number of processes it saw, and the test checks it).
+    """
     script = str(Path(__file__).parent / "scripts" / "tiny_training.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
            script, str(out), *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-@pytest.mark.slow
-def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
-    launch_two_processes(tmp_path / "two", 29533, "--steps", "6")
-    single = run([str(tmp_path / "one"), "--steps", "6"])
-    two = torch.load(tmp_path / "two" / "result.pt", weights_only=True)
-    assert two["history"] == pytest.approx(single.history, rel=1e-5, abs=1e-7)
-    s1 = single.accelerator.unwrap_model(single.model).state_dict()
-    for k, v in two["state"].items():
-        assert torch.allclose(v, s1[k], atol=1e-6), k
+@pytest.fixture(scope="module")
+def two_process_runs(tmp_path_factory):
+    """Every task, 3 steps, trained once by two processes that each take half of every global batch."""
+    out = tmp_path_factory.mktemp("two_processes")
+    launch_two_processes(out, 29533, "--task", "all", "--steps", "3")
+    return out
 
 
 @pytest.mark.slow
-def test_two_processes_train_the_text_to_video_model_like_one(tmp_path):
-    """The same check on the real task: text encoder + video U-Net under DDP (gloo), tiny preset."""
-    launch_two_processes(tmp_path / "two", 29534, "--steps", "3", "--task", "t2v", timeout=600)
-    single = run([str(tmp_path / "one"), "--steps", "3", "--task", "t2v"])
-    two = torch.load(tmp_path / "two" / "result.pt", weights_only=True)
-    assert len(two["history"]) == 3
+@pytest.mark.parametrize("task", TASKS)
+def test_two_processes_train_like_one_with_the_same_global_batch(two_process_runs, tmp_path, task):
+    single = run([str(tmp_path), "--task", task, "--steps", "3"])
+    two = torch.load(two_process_runs / task / "result.pt", weights_only=True)
+    assert two["processes"] == 2 and len(two["history"]) == 3
     assert two["history"] == pytest.approx(single.history, rel=1e-4)
     s1 = single.accelerator.unwrap_model(single.model).state_dict()
-    worst = max((v - s1[k]).abs().max().item() for k, v in two["state"].items())
+    assert two["state"].keys() == s1.keys()
+    worst = max((v.float() - s1[k].float()).abs().max().item() for k, v in two["state"].items())
     assert worst < 1e-5, worst

@@ -247,4 +247,4 @@ def test_bad_inputs_give_clear_errors():
     with pytest.raises(ValueError, match="divisible"):
         UNetConfig(model_channels=30)
     with pytest.raises(ValueError, match="temporal_position"):
-        UNetConfig(temporal_position="absolute")
+        UNetConfig(temporal_position="sinusoid")

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from vdlearn.io import CheckpointMismatchError
+from vdlearn.io import DEEPSPEED_PREFIX, CheckpointMismatchError
 from vdlearn.models.unet import UNetConfig, VideoUNet
 from vdlearn.pretrained.videocrafter import (
-    DEEPSPEED_PREFIX,
     UNET_PREFIX,
     detect_preset,
     from_official,
@@ -46,6 +45,44 @@ def test_full_preset_maps_one_to_one_onto_the_official_manifest(preset):
     assert sorted(set(got) - set(expected)) == []  # nothing extra
     assert {k: v for k, v in got.items() if expected[k] != v} == {}  # same shapes
     assert detect_preset(expected) == preset
+
+
+def full_manifest(preset: str) -> dict[str, tuple[int, ...]]:
+    """The official key manifest of a full preset (VideoCrafter1 512 is the 1024 layout without fps)."""
+    if preset == "videocrafter1_t2v_512":
+        return {k: v for k, v in manifest("videocrafter1_t2v_1024").items() if not k.startswith("fps_embedding.")}
+    return manifest(preset)
+
+
+#: Reduced width: only widths change (every structural flag of the preset is kept).
+NARROW = {"model_channels": 16, "head_channels": 8, "context_dim": 32, "norm_groups": 8}
+
+
+@pytest.mark.parametrize("preset", PRESETS + ["videocrafter1_t2v_512"])
+def test_full_preset_layout_runs_at_reduced_width(preset):
+    """Each full preset's layout, narrowed: one forward, and the official key layout still maps."""
+    torch.manual_seed(0)
+    model = VideoUNet.from_preset(preset, **NARROW).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # wake the zero-initialised output layers
+            p.normal_(0, 0.2)
+    full = full_manifest(preset)
+    got = official_shapes(model)
+    assert sorted(set(full) ^ set(got)) == []  # the same official names as the full-size checkpoint
+    assert {k: v for k, v in got.items() if len(v) != len(full[k])} == {}  # the same kinds of tensor
+    # the narrow widths: model_channels 320 -> 16, context_dim 1024 -> 32
+    assert got["input_blocks.0.0.weight"] == (16, 4, 3, 3) and full["input_blocks.0.0.weight"] == (320, 4, 3, 3)
+    assert got["input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"] == (16, 32)
+    assert detect_preset(got) == preset
+
+    cfg = model.config
+    tokens = cfg.text_context_len + 4 if cfg.image_cross_attention else 5
+    x = torch.randn(2, 4, 3, 16, 8)  # (b, c, t, h, w): 3 downsamplings need h, w divisible by 8
+    with torch.no_grad():
+        out = model(x, torch.tensor([999, 10]), torch.randn(2, tokens, 32), fps=torch.tensor([28, 8]))
+        other_caption = model(x, torch.tensor([999, 10]), torch.randn(2, tokens, 32), fps=torch.tensor([28, 8]))
+    assert out.shape == (2, 4, 3, 16, 8) and torch.isfinite(out).all()
+    assert (out - other_caption).abs().max() > 1e-3  # the caption reaches the output
 
 
 def test_videocrafter1_512_is_the_1024_layout_without_fps():

@@ -28,7 +28,7 @@ def test_fresh_temporal_decoder_equals_the_per_frame_decoder(pair):
 
 
 def test_temporal_layers_mix_neighbouring_frames_only_when_trained(pair):
-    per_frame, temporal = pair
+    per_frame, _ = pair
     trained = per_frame.with_temporal_decoder().eval()
     torch.manual_seed(1)
     with torch.no_grad():

@@ -5,8 +5,16 @@ import pytest
 import torch
 
 from vdlearn.data import (
-    COLOURS, DIRECTIONS, OBJECTS, SPEEDS, ToyImageDataset, ToyVideoDataset, ToyWorld, UnknownWordError,
-    WorldConfig, parse_caption,
+    COLOURS,
+    DIRECTIONS,
+    OBJECTS,
+    SPEEDS,
+    ToyImageDataset,
+    ToyVideoDataset,
+    ToyWorld,
+    UnknownWordError,
+    WorldConfig,
+    parse_caption,
 )
 from vdlearn.data.glyphs import digit_glyph_count
 

@@ -4,6 +4,7 @@
     vdlearn judge  clips/*.gif --captions clips/captions.json     score videos against prompts
     vdlearn train judges                          retrain the judges shipped in data/judges
     vdlearn train vae --preset toy32 ...          train the toy VAE (notebook 02)
+    vdlearn train denoiser --out runs/denoiser    train the image denoiser (notebook 03)
     vdlearn train t2v --preset toy --out runs/t2v train the toy text-to-video model (notebook 05)
     vdlearn sample --prompt "a red 3 moving left quickly" --out x.mp4     generate a video
     vdlearn eval --checkpoint runs/t2v/t2v.safetensors                    the judges' report on a model
@@ -26,6 +27,7 @@ from pathlib import Path
 TRAINERS = {
     "judges": ("vdlearn.eval.train", "train the judges' networks (attribute classifier, video features)"),
     "vae": ("vdlearn.training.vae", "train the toy VAE or its temporal decoder (notebook 02)"),
+    "denoiser": ("vdlearn.training.image_denoiser", "train the image denoiser, the U-Net's toy_image preset (notebook 03)"),
     "t2v": ("vdlearn.training.t2v", "train the toy text-to-video model (notebook 05)"),
 }
 
@@ -109,12 +111,12 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
 
 def _load_t2v(checkpoint: str | None):
-    from vdlearn.pipelines.t2v import TextToVideo, shipped_t2v_path
+    from vdlearn.pipelines.t2v import TextToVideo
 
     if checkpoint:
         model = TextToVideo.load(checkpoint)
-    else:  # the best shipped model: the caption-layout fine-tune (data/t2v/README.md), else the base model
-        model = TextToVideo.load_shipped("toy_layout" if shipped_t2v_path("toy_layout").exists() else "toy")
+    else:  # the shipped base model of the course (data/t2v/README.md)
+        model = TextToVideo.load_shipped("toy")
     return model.to(_device(None))
 
 
@@ -211,13 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "shipped data/t2v/toy.safetensors) and print what the judges see in each.")
     s.add_argument("--prompt", action="append", required=True,
                    help="a toy caption, e.g. 'a red 3 moving left quickly' (repeat for several)")
-    s.add_argument("--checkpoint", default=None, help="a t2v.safetensors from `vdlearn train t2v` (default: the shipped data/t2v/toy_layout)")
+    s.add_argument("--checkpoint", default=None, help="a t2v.safetensors from `vdlearn train t2v` (default: the shipped base model data/t2v/toy.safetensors, preset toy: VideoCrafter2's layout with absolute frame positions, trained at 4, 8 and 16 fps)")
     s.add_argument("--out", default="sample.mp4", help="output file, .mp4 (gif when no ffmpeg) or .gif")
     s.add_argument("--n", type=int, default=1, help="videos per prompt (seeds seed, seed+1, ...)")
     s.add_argument("--seed", type=int, default=0, help="noise seed: the same seed and prompt give the same video")
     s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
     s.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the model's, 50)")
-    s.add_argument("--fps", type=int, default=None, help="frame rate to condition on (default: the model's, 8)")
+    s.add_argument("--fps", type=int, default=None, help="frame rate to condition on: 4, 8 or 16 for the shipped model (default: the model's, 8)")
     s.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling of the written file (default 4)")
     s.set_defaults(func=cmd_sample)
 
@@ -225,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Generate clips for prompts with training and held-out attribute combinations and "
                                    "print prompt adherence, picture quality, flicker and Frechet distances to clean "
                                    "and to low-quality real clips, beside the same figures for real clips.")
-    e.add_argument("--checkpoint", default=None, help="a t2v.safetensors from `vdlearn train t2v` (default: the shipped data/t2v/toy_layout)")
+    e.add_argument("--checkpoint", default=None, help="a t2v.safetensors from `vdlearn train t2v` (default: the shipped base model data/t2v/toy.safetensors, preset toy: VideoCrafter2's layout with absolute frame positions, trained at 4, 8 and 16 fps)")
     e.add_argument("--n", type=int, default=256, help="prompts per set (default 256)")
     e.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
     e.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
@@ -253,10 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vdlearn.training.trainer import TrainingDiverged
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as err:  # a learner's mistake: say it, no traceback
+    except (ValueError, FileNotFoundError, KeyError, TrainingDiverged) as err:  # say it, no traceback
         if os.environ.get("VDLEARN_DEBUG"):
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -58,7 +60,7 @@ def to_jsonable(obj: Any) -> Any:
         return str(obj)
     if isinstance(obj, torch.Tensor):
         return obj.tolist()
-    if isinstance(obj, float) and obj != obj:  # NaN is not valid json
+    if isinstance(obj, float) and math.isnan(obj):  # NaN is not valid json
         return None
     return obj
 
@@ -77,6 +79,76 @@ def artifact_meta(
         "torch": torch.__version__,
         **to_jsonable(extra),
     }
+
+
+def reproduce_command(
+    program: str, config: Any, out: str | Path, first: tuple[str, ...] = ("preset", "steps"),
+    negations: Mapping[str, str] | None = None,
+) -> str:
+    """The command line ``program --field value ... --out OUT`` that runs ``config`` (a dataclass).
+
+    The fields named in ``first`` come first and always; every other field only where it
+    differs from the dataclass default. Field ``name`` is the flag ``--name`` (``_`` -> ``-``);
+    a tuple is written as several values (an ``nargs`` flag); a boolean that is true is a bare
+    flag; a boolean whose default is true is written, when false, as ``negations[name]``
+    (``{"train_spatial": "--temporal-only"}``). Every trainer's json sidecar records this.
+    """
+    default = type(config)()
+    negations = dict(negations or {})
+    names = [f.name for f in dataclasses.fields(config)]
+    parts = program.split()
+    for name in [n for n in first if n in names] + [n for n in names if n not in first]:
+        value = getattr(config, name)
+        if name not in first and value == getattr(default, name):
+            continue
+        if isinstance(value, bool):
+            if value and not getattr(default, name):
+                parts.append(f"--{name.replace('_', '-')}")
+            elif not value and name in negations:
+                parts.append(negations[name])
+            elif not value:
+                raise ValueError(f"Field {name!r} is False but defaults to True and has no negating flag: "
+                                 f"pass negations={{{name!r}: '--no-...'}}.")
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        parts += [f"--{name.replace('_', '-')}", *(str(v) for v in values)]
+    return " ".join(parts + ["--out", str(out)])
+
+
+#: Prefix DeepSpeed adds to every key inside ``ckpt["module"]``.
+DEEPSPEED_PREFIX = "_forward_module."
+
+
+def unwrap_checkpoint(obj: Any) -> dict[str, torch.Tensor]:
+    """The flat state dict inside an official (foreign) checkpoint.
+
+    The three layouts VideoCrafter's loader accepts (``utils/utils.py`` ``load_model_checkpoint``):
+    a DeepSpeed dict (``obj["module"]``, keys prefixed :data:`DEEPSPEED_PREFIX`), a Lightning
+    dict (``obj["state_dict"]``), or a raw state dict.
+    """
+    if isinstance(obj, Mapping) and isinstance(obj.get("module"), Mapping):
+        return {k.removeprefix(DEEPSPEED_PREFIX): v for k, v in obj["module"].items()}
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        return dict(obj["state_dict"])
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    raise TypeError(f"Expected a checkpoint dict (a state dict, or one under 'module' / 'state_dict'), "
+                    f"got {type(obj).__name__}.")
+
+
+def read_foreign_checkpoint(path: str | Path, hint: str = "Check the path.") -> dict[str, torch.Tensor]:
+    """The one reader of checkpoints vdlearn did not write: the flat state dict of ``path``.
+
+    ``.safetensors`` files are read as they are; pickles (``.ckpt``, ``.pt``, ``.bin``) with
+    ``torch.load(..., weights_only=True, map_location="cpu")`` (no code in the file runs),
+    then :func:`unwrap_checkpoint`. ``hint`` ends the error when the file is missing.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No checkpoint at {path}. {hint}")
+    if path.suffix == ".safetensors":
+        return load_file(str(path), device="cpu")
+    return unwrap_checkpoint(torch.load(path, weights_only=True, map_location="cpu"))
 
 
 def _atomic_write(path: Path, write) -> None:

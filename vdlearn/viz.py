@@ -20,8 +20,8 @@ import functools
 import io
 import shutil
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ def ffmpeg_path() -> str | None:
         import imageio_ffmpeg
 
         return imageio_ffmpeg.get_ffmpeg_exe()
-    except Exception:  # not installed, or no binary for this platform
+    except (ImportError, RuntimeError, OSError):  # not installed, or no binary for this platform
         return None
 
 
@@ -55,9 +55,7 @@ def to_frames(video, scale: int = 1) -> np.ndarray:
         x = x[:, None]
     if x.ndim != 4:
         raise ValueError(f"Expected a video (c, t, h, w) or (t, h, w, c), got shape {x.shape}.")
-    if x.shape[0] in (1, 3) and x.shape[-1] not in (1, 3):  # (c, t, h, w) in [-1, 1]
-        x = (np.moveaxis(x, 0, -1) + 1) / 2
-    elif x.shape[0] in (1, 3) and x.shape[-1] in (1, 3) and x.min() < 0:  # ambiguous: trust the range
+    if x.shape[0] in (1, 3) and x.shape[-1] not in (1, 3) or x.shape[0] in (1, 3) and x.shape[-1] in (1, 3) and x.min() < 0:  # (c, t, h, w) in [-1, 1]
         x = (np.moveaxis(x, 0, -1) + 1) / 2
     if x.shape[-1] == 1:
         x = np.repeat(x, 3, axis=-1)

@@ -39,7 +39,7 @@ SYNONYMS = {
     "fast": "quickly",
     "quick": "quickly",
     "plus": "cross",
-    **{w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine".split())},
+    **{w: str(i) for i, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])},
 }
 
 ATTRIBUTES = ("object", "colour", "direction", "speed")

@@ -36,7 +36,7 @@ def dull_colours(video: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
 
 def gaussian_blur(video: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Separable Gaussian blur of each frame, one ``sigma`` (pixels) per clip."""
-    radius = int(math.ceil(3 * float(sigma.max()))) if sigma.numel() else 0
+    radius = math.ceil(3 * float(sigma.max())) if sigma.numel() else 0
     if radius == 0:
         return video
     b, c, t, h, w = video.shape

@@ -30,14 +30,22 @@ batch of clips costs a few small matrix products. Taught in notebook 01_toy_vide
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from vdlearn.data import degrade
-from vdlearn.data.captions import COLOURS, DIRECTIONS, OBJECTS, SPEEDS, VIDEO_OBJECTS, Caption, parse_caption
+from vdlearn.data.captions import (
+    COLOURS,
+    DIRECTIONS,
+    OBJECTS,
+    SPEEDS,
+    VIDEO_OBJECTS,
+    Caption,
+    parse_caption,
+)
 from vdlearn.data.glyphs import digit_glyphs, shape_glyph
 from vdlearn.data.rng import integer_seed, uniform
 
@@ -96,11 +104,11 @@ class WorldConfig:
     @property
     def sprite(self) -> int:
         """Sprite size in pixels."""
-        return int(round(self.size * self.sprite_frac))
+        return round(self.size * self.sprite_frac)
 
     @staticmethod
-    def preset(name: str) -> "WorldConfig":
-        """A named configuration: ``toy32`` (default), ``toy64``, ``toy32_8f``, ``toy32_fps``."""
+    def preset(name: str) -> WorldConfig:
+        """A named configuration: ``toy32`` (default), ``toy64``, ``toy32_8f``, ``toy32_fps``, ``toy32_8f_fps``."""
         if name not in WORLD_PRESETS:
             raise KeyError(f"Unknown world preset {name!r}; known presets: {sorted(WORLD_PRESETS)}.")
         return WORLD_PRESETS[name]
@@ -111,6 +119,7 @@ WORLD_PRESETS: dict[str, WorldConfig] = {
     "toy64": WorldConfig(size=64),
     "toy32_8f": WorldConfig(frames=8),
     "toy32_fps": WorldConfig(fps_choices=(4, 8, 16)),
+    "toy32_8f_fps": WorldConfig(frames=8, fps_choices=(4, 8, 16)),  # the base T2V model's data
 }
 
 
@@ -418,6 +427,6 @@ class ToyWorld:
             yield self.batch(range(i, i + batch_size), split, regime, device)
             i += batch_size
 
-    def with_config(self, **changes) -> "ToyWorld":
+    def with_config(self, **changes) -> ToyWorld:
         """The same world (same seed) with some config fields changed."""
         return ToyWorld(replace(self.config, **changes), self.seed)

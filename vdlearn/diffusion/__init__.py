@@ -12,8 +12,10 @@ Taught in ``notebooks/03_diffusion_basics.ipynb``. One idea per file:
 ``denoiser``        the interface a network must offer the samplers
 ``loop``            :func:`sample`: the whole generation loop with callback and progress bar
 ``analytic``        the exact denoiser of a Gaussian mixture (for tests and intuition)
-``tiny_denoiser``   a small conv net for single toy frames, and its training loop
 ==================  ==========================================================================
+
+The network the notebook trains is not here: it is the video U-Net's ``toy_image`` preset
+(:mod:`vdlearn.models.unet`), trained as a task of the one loop (:mod:`vdlearn.training.image_denoiser`).
 
 Typical use::
 

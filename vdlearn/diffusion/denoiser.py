@@ -13,8 +13,9 @@ A *denoiser* is any callable
 * returns a tensor shaped like ``x``: $\epsilon$, $v$ or $x_0$ depending on the schedule's
   ``prediction_type``.
 
-The samplers never import a network class, so the toy denoiser of notebook 03, the
-temporal U-Net and the exact Gaussian-mixture denoiser of the tests all plug in alike.
+The samplers never import a network class, so the video U-Net (notebook 03's image
+preset and the temporal models of notebooks 04-10) and the exact Gaussian-mixture
+denoiser of the tests all plug in alike.
 Conditioning travels as a plain dict, e.g. ``cond={"context": text_emb, "fps": fps}``
 and ``uncond={"context": empty_text_emb, "fps": fps}``.
 """

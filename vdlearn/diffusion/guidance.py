@@ -110,8 +110,8 @@ def drop_condition(
 ) -> dict[str, torch.Tensor | None]:
     """Training side of CFG: replace each sample's condition by the empty one with probability ``p``.
 
-    Only the keys present in ``uncond`` are dropped (VideoCrafter drops the text but
-    keeps ``fps``); a sample is dropped for all of them at once. Returns a new dict.
+    Only the keys present in ``uncond`` are dropped (VideoCrafter's unconditional input
+    replaces the text and keeps ``fps``); a sample is dropped for all of them at once. Returns a new dict.
     """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"Drop probability p must lie in [0, 1], got {p}.")

@@ -1,6 +1,6 @@
 r"""The training loss: noise the data to a random step, ask the network to undo it.
 
-Taught in ``notebooks/03_diffusion_basics.ipynb`` (section "Training a tiny denoiser");
+Taught in ``notebooks/03_diffusion_basics.ipynb`` (section 4, the training loss);
 the trainers of notebooks 05-09 call :func:`diffusion_loss`.
 
 Ho et al. 2020 (eq. 14) show that a reweighted variational bound reduces to a plain

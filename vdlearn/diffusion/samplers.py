@@ -28,8 +28,9 @@ $\eta = 0$ is deterministic (an ODE solver: same noise, same video); $\eta = 1$ 
 $\sigma^2 = \tilde\beta$ and the step equals DDPM's in distribution. VideoCrafter
 samples with $\eta = 1$, LaVie's interpolation model with $\eta = 0$.
 
-**VideoCrafter's ``scale_arr`` inside DDIM** (VideoCrafter1, arXiv 2310.19512; official
-``lvdm/models/samplers/ddim.py``). The network was trained on $x_t = \sqrt{\bar\alpha}\,s_t x_0 + \dots$,
+**VideoCrafter's ``scale_arr`` inside DDIM** (official code, ``use_scale``:
+``lvdm/models/samplers/ddim.py``; used by VideoCrafter1-1024, its I2V model and VideoCrafter2).
+The network was trained on $x_t = \sqrt{\bar\alpha}\,s_t x_0 + \dots$,
 so $\hat x_0$ is divided by $s_t$ and the clean part of the next sample is scaled by
 $s_{t'}$ of the step it lands on:
 
@@ -220,7 +221,7 @@ class SamplerConfig:
         return dataclasses.replace(SAMPLER_PRESETS[name], **overrides)
 
 
-#: Named samplers, as the official scripts run them (see shared reference notes).
+#: Named samplers, as the official scripts run them (each comment names the official file).
 SAMPLER_PRESETS: dict[str, SamplerConfig] = {
     # VideoCrafter1/2 (scripts/run_text2video.sh, ddim.py): DDIM 50 steps 981..1, eta 1.0, alpha_bar_prev of
     # the last step = alpha_bar_0, no clipping, CFG 12 as two separate calls.
@@ -235,7 +236,7 @@ SAMPLER_PRESETS: dict[str, SamplerConfig] = {
     "lavie_interpolation": SamplerConfig(method="ddim", num_steps=50, spacing="spaced", final="one", eta=0.0,
                                          guidance_scale=4.0),
     # LaVie super-resolution (vsr/sample.py): diffusers DDIMScheduler from the SD x4 upscaler config with
-    # steps_offset 1 (981..1), eta 0, CFG 5. The config's set_alpha_to_one is not in the reference notes;
+    # steps_offset 1 (981..1), eta 0, CFG 5. The config's set_alpha_to_one is not checked here;
     # SD-family configs set it to false, assumed here ("first").
     "lavie_vsr": SamplerConfig(method="ddim", num_steps=50, spacing="leading", offset=1, final="first", eta=0.0,
                                guidance_scale=5.0),

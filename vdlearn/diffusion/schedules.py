@@ -28,9 +28,9 @@ The signal-to-noise ratio $\mathrm{SNR}(t) = \bar\alpha_t / (1-\bar\alpha_t)$ is
 single number that says how hard step $t$ is; plotting $\log\mathrm{SNR}$ is the best
 way to compare schedules.
 
-**VideoCrafter's ``scale_arr``** (VideoCrafter1, arXiv 2310.19512; config key
-``use_scale``). VideoCrafter2 and VideoCrafter1-1024 shrink the clean latent before
-noising it: $x_t = \sqrt{\bar\alpha_t}\,s_t\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ with
+**VideoCrafter's ``scale_arr``** (official code, config key ``use_scale``,
+``lvdm/models/ddpm3d.py``). VideoCrafter2, VideoCrafter1-1024 and VideoCrafter1's I2V
+model shrink the clean latent before noising it: $x_t = \sqrt{\bar\alpha_t}\,s_t\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ with
 $s_t$ falling linearly from ``scale_a`` = 1 to ``scale_b`` over the first ``mid_step`` = 400
 steps and constant afterwards. It lowers the SNR of every step by $s_t^2$, so the
 model sees noisier inputs for the same $t$ (useful at high resolution, where a given
@@ -124,9 +124,9 @@ SCHEDULE_PRESETS: dict[str, ScheduleConfig] = {
     # (scaled-)linear schedules spend most steps at an SNR where nothing recognisable is left (Nichol &
     # Dhariwal 2021, sec. 3.2); v-prediction because it stays well conditioned at both ends, where
     # epsilon-prediction has to divide by sqrt(alpha_bar) ~ 0 to get x0 at high noise (Salimans & Ho
-    # 2022, sec. 4). Checked on the toy frames: after the same 600 training steps of the tiny denoiser
-    # (notebook 03), cosine + v gave clean backgrounds while scaled-linear + epsilon left visible noise
-    # and colour casts in DDIM samples.
+    # 2022, sec. 4). Checked on the toy frames: after the same 600 training steps of a small conv
+    # denoiser (notebook 03's network before it became the U-Net's toy_image preset), cosine + v gave
+    # clean backgrounds while scaled-linear + epsilon left visible noise and colour casts in DDIM samples.
     "toy": ScheduleConfig(beta_schedule="cosine", prediction_type="v_prediction"),
 }
 

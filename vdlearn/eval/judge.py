@@ -16,14 +16,19 @@ Taught in notebook 01_toy_video_world; every later notebook measures with it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
 from vdlearn.data.captions import ATTRIBUTES, COLOURS, OBJECTS, parse_caption
 from vdlearn.eval.frechet import frechet_distance
-from vdlearn.eval.networks import AttributeClassifier, ClassifierConfig, FeatureNetConfig, VideoFeatureNet
+from vdlearn.eval.networks import (
+    AttributeClassifier,
+    ClassifierConfig,
+    FeatureNetConfig,
+    VideoFeatureNet,
+)
 from vdlearn.eval.quality import quality
 from vdlearn.eval.temporal import background_flicker, flicker
 from vdlearn.eval.tracker import track
@@ -51,7 +56,7 @@ class Judge:
         self.batch_size = batch_size
 
     @classmethod
-    def load(cls, folder: str | Path | None = None, device: str | torch.device = "cpu") -> "Judge":
+    def load(cls, folder: str | Path | None = None, device: str | torch.device = "cpu") -> Judge:
         """Load the judge networks (default: the shipped ``data/judges``)."""
         folder = Path(folder) if folder is not None else data_dir() / "judges"
         clf_state, clf_meta = load_checkpoint(folder / "attribute_classifier.safetensors", device)

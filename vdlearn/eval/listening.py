@@ -169,7 +169,7 @@ def first_guess(model, captions: Sequence[str], t: int = 990, draws: int = 64, *
     r"""The model's answer: its $x_0$ prediction at step ``t``, averaged over ``draws`` noisy latents.
 
     The noisy latents are drawn as pure noise: near $t = T$ the clean part of $z_t$ is
-    scaled by $\sqrt{\bar\alpha_t}$ (0.016 at ``t=990`` on the toy schedule) and does not
+    scaled by $\sqrt{\bar\alpha_t}$ (0.014 at ``t=990`` on the toy schedule) and does not
     matter. Conditional prediction, no guidance. Every caption sees the same noise draws,
     so two captions' guesses differ only through the caption. Returns ``(k, c, t, h, w)``
     latents.

@@ -16,10 +16,11 @@ Taught in notebook 01_toy_video_world.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from vdlearn.data.captions import COLOURS, DIRECTIONS, OBJECTS, SPEEDS
 
@@ -75,7 +76,7 @@ class FeatureNetConfig:
 class VideoFeatureNet(nn.Module):
     """3D conv net: ``(b, 3, t, h, w)`` in [-1, 1] -> 128-d features (and attribute logits)."""
 
-    HEADS = {"object": len(OBJECTS), "colour": len(COLOURS), "direction": len(DIRECTIONS),
+    HEADS: ClassVar[dict[str, int]] = {"object": len(OBJECTS), "colour": len(COLOURS), "direction": len(DIRECTIONS),
              "speed": len(SPEEDS), "regime": 2}
 
     def __init__(self, config: FeatureNetConfig = FeatureNetConfig()):

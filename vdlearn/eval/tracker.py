@@ -17,6 +17,7 @@ Taught in notebook 01_toy_video_world; used by :class:`vdlearn.eval.Judge`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -61,7 +62,7 @@ def foreground(video: torch.Tensor, floor: float = 0.12) -> torch.Tensor:
 
 
 def track(
-    video: torch.Tensor, fps: torch.Tensor | int | float, slow_fast_px_per_s: float = 14.0,
+    video: torch.Tensor, fps: torch.Tensor | float, slow_fast_px_per_s: float = 14.0,
     min_px_per_s: float = 3.0, min_mass: float = 3.0,
 ) -> Track:
     """Track the object in clips ``(b, 3, t, h, w)`` in [-1, 1] shot at ``fps``.
@@ -95,7 +96,7 @@ def track(
     for i in range(b):
         d = disp[i]
         v = float(step_px_per_s[i])
-        if not torch.isfinite(d).all() or not v == v or v < min_px_per_s:
+        if not torch.isfinite(d).all() or math.isnan(v) or v < min_px_per_s:
             directions.append("none")
             speeds.append("none")
             continue

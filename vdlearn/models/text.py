@@ -21,13 +21,19 @@ Taught in notebook 05_text_to_video.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
-import torch.nn as nn
+from torch import nn
 
-from vdlearn.data.captions import FILLERS, OBJECTS, SYNONYMS, UnknownWordError, vocabulary
+from vdlearn.data.captions import (
+    FILLERS,
+    OBJECTS,
+    SYNONYMS,
+    UnknownWordError,
+    vocabulary,
+)
 
 SPECIAL = ("<pad>", "<start>", "<end>")
 

@@ -1,6 +1,6 @@
 r"""Text-to-video: a text encoder, a video U-Net, a noise schedule and a frozen VAE.
 
-This is VideoCrafter1's T2V model (He/Chen et al. 2023, sec. 3) at toy scale: a video
+This is VideoCrafter1's T2V model (Chen et al. 2023, sec. 3) at toy scale: a video
 is encoded frame by frame into latents ``(b, 4, t, h/4, w/4)`` by the frozen
 autoencoder (notebook 02), the video U-Net (notebook 04) learns to denoise them given
 the caption's token features (cross-attention) and the fps (added to the timestep
@@ -42,7 +42,7 @@ from vdlearn.io import (
     save_checkpoint,
 )
 from vdlearn.models.text import TEXT_PRESETS, ToyTextEncoder
-from vdlearn.models.unet import VideoUNet
+from vdlearn.models.unet import CaptionLayoutUNet, UNetConfig, VideoUNet
 
 CHECKPOINT_KIND = "vdlearn.t2v"
 
@@ -99,6 +99,12 @@ class T2VConfig:
 #: caption layout after conv_in (vdlearn/models/unet/layout.py: the caption's mean clip, which the
 #: toy U-Net does not learn for the direction of motion); ``tiny``: a quarter-width model for tests and
 #: seconds-long demos (it learns little); ``tiny_layout``: ``tiny`` with a caption layout.
+#:
+#: Frame positions and frame rates (the experiments of ``data/t2v/README.md``, trained on the world at
+#: 4, 8 and 16 fps, ``toy32_8f_fps``, without dropout in the temporal convolutions):
+#: ``toy_abspos``: ``toy``'s VideoCrafter2 layout with *absolute* frame positions in temporal attention,
+#: as AnimateDiff's motion module adds them; ``toy_vc2_fps``: the same without positions (VideoCrafter2
+#: exactly); ``toy_rope``: LaVie's rotary positions plus T5 bias.
 T2V_PRESETS: dict[str, T2VConfig] = {
     "toy": T2VConfig(),
     "toy_vc1": T2VConfig(name="toy_vc1", unet_overrides={"temporal_conv": False, "temporal_position": "relative"}),
@@ -117,6 +123,14 @@ T2V_PRESETS["tiny_layout"] = dataclasses.replace(
     unet_overrides={**T2V_PRESETS["tiny"].unet_overrides, "caption_layout": (8, 8, 8)})
 
 
+_FPS_WORLD = {"world": "toy32_8f_fps"}
+T2V_PRESETS["toy_abspos"] = T2VConfig(name="toy_abspos", unet_overrides={"temporal_position": "absolute",
+                                                                        "temporal_conv_dropout": 0.0}, **_FPS_WORLD)
+T2V_PRESETS["toy_vc2_fps"] = T2VConfig(name="toy_vc2_fps", unet_overrides={"temporal_conv_dropout": 0.0}, **_FPS_WORLD)
+T2V_PRESETS["toy_rope"] = T2VConfig(name="toy_rope", unet_overrides={"temporal_position": "rope_bias", "rotary_dim": 16,
+                                                                    "temporal_conv_dropout": 0.0}, **_FPS_WORLD)
+
+
 class TextToVideo(nn.Module):
     """Text encoder + video U-Net; generation adds the schedule, the sampler and the frozen VAE.
 
@@ -129,7 +143,11 @@ class TextToVideo(nn.Module):
         self.config = cfg = config or T2VConfig()
         text_cfg = dataclasses.replace(TEXT_PRESETS[cfg.text], **cfg.text_overrides)
         self.text_encoder = ToyTextEncoder(text_cfg)
-        self.unet = VideoUNet.from_preset(cfg.unet, **cfg.unet_overrides)
+        overrides = dict(cfg.unet_overrides)
+        layout, rank = overrides.pop("caption_layout", None), overrides.pop("caption_layout_rank", 4)
+        unet_cfg = UNetConfig.preset(cfg.unet, **overrides)
+        # a caption layout (vdlearn's own addition, toy_layout / tiny_layout) is a subclass of the paper U-Net
+        self.unet = CaptionLayoutUNet(unet_cfg, layout, rank) if layout is not None else VideoUNet(unet_cfg)
         if self.unet.config.context_dim != text_cfg.width:
             raise ValueError(
                 f"The text encoder's width ({text_cfg.width}) must equal the U-Net's context_dim "

@@ -31,13 +31,20 @@ The official names were checked against the VideoCrafter2 checkpoint manifest
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 
-from vdlearn.io import CheckpointMismatchError, check_state_dict, mismatch_error
+from vdlearn.io import (
+    CheckpointMismatchError,
+    check_state_dict,
+    mismatch_error,
+    read_foreign_checkpoint,
+    unwrap_checkpoint,
+)
 from vdlearn.models.vae.autoencoder import AutoencoderKL
 from vdlearn.models.vae.config import VAEConfig
 
@@ -192,23 +199,6 @@ def vdlearn_to_diffusers(state_dict: Mapping[str, torch.Tensor], cfg: VAEConfig)
 
 
 # --------------------------------------------------------------------------- whole checkpoints
-def unwrap_checkpoint(obj: Any) -> dict[str, torch.Tensor]:
-    """The flat state dict inside an official checkpoint file.
-
-    Handles the three layouts VideoCrafter's loader accepts: a DeepSpeed dict
-    (``obj["module"]`` with a ``_forward_module.`` prefix), a Lightning dict
-    (``obj["state_dict"]``), or a raw state dict.
-    """
-    if isinstance(obj, Mapping) and "module" in obj and isinstance(obj["module"], Mapping):
-        prefix = "_forward_module."
-        return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in obj["module"].items()}
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        return dict(obj["state_dict"])
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    raise TypeError(f"Expected a checkpoint dict, got {type(obj).__name__}.")
-
-
 def extract_first_stage(state_dict: Mapping[str, torch.Tensor], prefix: str = LDM_PREFIX) -> dict[str, torch.Tensor]:
     """The autoencoder's tensors, prefix stripped.
 
@@ -231,17 +221,6 @@ def _model_from_state(cfg: VAEConfig, state: Mapping[str, torch.Tensor], what: s
     return vae
 
 
-def _read_file(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"No checkpoint at {path}.")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    return unwrap_checkpoint(torch.load(path, weights_only=True, map_location="cpu"))
-
-
 def load_ldm_vae(
     source: str | Path | Mapping[str, torch.Tensor],
     preset: str | VAEConfig = "videocrafter",
@@ -254,7 +233,7 @@ def load_ldm_vae(
     Every autoencoder key must map (an error lists missing and unexpected keys).
     """
     cfg = preset if isinstance(preset, VAEConfig) else VAEConfig.preset(preset)
-    state = unwrap_checkpoint(source) if isinstance(source, Mapping) else _read_file(source)
+    state = unwrap_checkpoint(source) if isinstance(source, Mapping) else read_foreign_checkpoint(source)
     vae = _model_from_state(cfg, ldm_to_vdlearn(extract_first_stage(state), cfg), "LDM autoencoder checkpoint")
     return vae.to(device).eval()
 
@@ -299,18 +278,18 @@ def config_from_diffusers(dconfig: Mapping[str, Any], name: str = "diffusers") -
 def diffusers_kwargs(cfg: VAEConfig) -> dict[str, Any]:
     """Arguments that build the matching diffusers ``AutoencoderKL`` (for export and tests)."""
     levels = len(cfg.channel_mult)
-    return dict(
-        in_channels=cfg.in_channels,
-        out_channels=cfg.out_channels,
-        down_block_types=("DownEncoderBlock2D",) * levels,
-        up_block_types=("UpDecoderBlock2D",) * levels,
-        block_out_channels=tuple(cfg.base_channels * m for m in cfg.channel_mult),
-        layers_per_block=cfg.num_res_blocks,
-        latent_channels=cfg.z_channels,
-        norm_num_groups=cfg.norm_groups,
-        scaling_factor=cfg.scale_factor,
-        mid_block_add_attention=cfg.mid_attention,
-    )
+    return {
+        "in_channels": cfg.in_channels,
+        "out_channels": cfg.out_channels,
+        "down_block_types": ("DownEncoderBlock2D",) * levels,
+        "up_block_types": ("UpDecoderBlock2D",) * levels,
+        "block_out_channels": tuple(cfg.base_channels * m for m in cfg.channel_mult),
+        "layers_per_block": cfg.num_res_blocks,
+        "latent_channels": cfg.z_channels,
+        "norm_num_groups": cfg.norm_groups,
+        "scaling_factor": cfg.scale_factor,
+        "mid_block_add_attention": cfg.mid_attention,
+    }
 
 
 def load_diffusers_vae(
@@ -361,19 +340,19 @@ __all__ = [
     "LAYOUTS",
     "LDM_PREFIX",
     "ModuleNames",
-    "module_table",
-    "key_table",
-    "convert_state_dict",
-    "ldm_to_vdlearn",
-    "vdlearn_to_ldm",
-    "diffusers_to_vdlearn",
-    "vdlearn_to_diffusers",
-    "unwrap_checkpoint",
-    "extract_first_stage",
-    "load_ldm_vae",
     "config_from_diffusers",
+    "convert_state_dict",
     "diffusers_kwargs",
-    "load_diffusers_vae",
-    "to_diffusers",
+    "diffusers_to_vdlearn",
+    "extract_first_stage",
+    "key_table",
     "layout_of",
+    "ldm_to_vdlearn",
+    "load_diffusers_vae",
+    "load_ldm_vae",
+    "module_table",
+    "to_diffusers",
+    "unwrap_checkpoint",
+    "vdlearn_to_diffusers",
+    "vdlearn_to_ldm",
 ]

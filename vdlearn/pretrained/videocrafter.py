@@ -45,13 +45,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vdlearn.io import check_state_dict
+from vdlearn.io import check_state_dict, read_foreign_checkpoint, unwrap_checkpoint
 from vdlearn.models.unet.unet import UNetConfig, VideoUNet
 
 #: Prefix of the U-Net inside a full VideoCrafter checkpoint.
 UNET_PREFIX = "model.diffusion_model."
-#: Prefix DeepSpeed adds inside ``ckpt["module"]``.
-DEEPSPEED_PREFIX = "_forward_module."
 
 # ResBlock internals: vdlearn -> official
 _RESBLOCK_RULES = [
@@ -195,21 +193,6 @@ def from_official(
 
 
 # --- checkpoint files --------------------------------------------------------------------------
-def unwrap_checkpoint(ckpt: Mapping) -> dict[str, torch.Tensor]:
-    """The flat state dict inside any of the three official layouts.
-
-    1. DeepSpeed: ``{"module": {"_forward_module.model.diffusion_model...": ...}}``;
-    2. Lightning: ``{"state_dict": {...}}``;
-    3. raw: the state dict itself.
-    """
-    if "module" in ckpt and isinstance(ckpt["module"], Mapping):
-        inner = ckpt["module"]
-        return {k.removeprefix(DEEPSPEED_PREFIX): v for k, v in inner.items()}
-    if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping):
-        return dict(ckpt["state_dict"])
-    return dict(ckpt)
-
-
 def extract_unet(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The U-Net tensors of a full checkpoint, ``model.diffusion_model.`` stripped.
 
@@ -251,21 +234,11 @@ def load_videocrafter_unet(
         message lists missing and unexpected official keys.
     """
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"No checkpoint at {path}. Download it first (notebook 10, full-size pretrained checkpoints, "
-                f"shows how), or pass a state dict."
-            )
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            ckpt = load_file(str(path), device="cpu")
-        else:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_foreign_checkpoint(source, hint="Download it first (notebook 10, full-size pretrained "
+                                        "checkpoints, shows how), or pass a state dict.")
     else:
-        ckpt = source
-    unet = extract_unet(unwrap_checkpoint(ckpt))
+        state = unwrap_checkpoint(source)
+    unet = extract_unet(state)
     if config is None:
         config = detect_preset(unet)
     if isinstance(config, str):

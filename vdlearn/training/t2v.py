@@ -38,7 +38,13 @@ from pathlib import Path
 import torch
 
 from vdlearn.diffusion import diffusion_loss, sample_timesteps
-from vdlearn.io import artifact_meta, git_commit, load_checkpoint, save_checkpoint
+from vdlearn.io import (
+    artifact_meta,
+    git_commit,
+    load_checkpoint,
+    reproduce_command,
+    save_checkpoint,
+)
 from vdlearn.pipelines.t2v import T2VConfig, TextToVideo
 from vdlearn.training.trainer import Trainer, TrainerConfig, append_csv_row
 
@@ -189,19 +195,6 @@ def init_from(model: TextToVideo, path: str | Path) -> list[str]:
     return [k for k in missing if k in params]
 
 
-def reproduce_command(cfg: T2VTrainConfig, out: str | Path) -> str:
-    """The ``vdlearn train t2v`` command line for ``cfg``."""
-    default = T2VTrainConfig()
-    parts = ["vdlearn", "train", "t2v", "--preset", cfg.preset, "--steps", str(cfg.steps)]
-    for f in dataclasses.fields(cfg):
-        if f.name in ("preset", "steps"):
-            continue
-        value = getattr(cfg, f.name)
-        if value != getattr(default, f.name):
-            parts += [f"--{f.name.replace('_', '-')}", str(value)]
-    return " ".join(parts + ["--out", str(out)])
-
-
 def _eval_prompts(model: TextToVideo, n: int, split: str, world_seed: int = 0) -> tuple[list[str], torch.Tensor]:
     from vdlearn.data import ToyWorld, WorldConfig
 
@@ -301,7 +294,7 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
         metrics["eval"] = evaluate_t2v(final, n=cfg.eval_n, num_steps=cfg.eval_steps, progress=progress)
     meta = artifact_meta(
         config={"train": cfg.to_dict(), "t2v": model.config.to_dict()}, metrics=metrics,
-        command=command or reproduce_command(cfg, out), commit=commit,
+        command=command or reproduce_command("vdlearn train t2v", cfg, out), commit=commit,
         training={"train_minutes": round(train_seconds / 60, 2), "latent_cache_minutes": round(cache_seconds / 60, 2),
                   "device": str(trainer.accelerator.device), "processes": trainer.accelerator.num_processes,
                   "threads": torch.get_num_threads(), "init": cfg.init or None,
@@ -332,7 +325,9 @@ def _eval_total(path: Path) -> float:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     default = T2VTrainConfig()
     p.add_argument("--preset", default=default.preset, help="model preset: toy (shipped), toy_vc1 (VideoCrafter1 temporal layers), toy_layout (toy plus a caption "
-                        "layout; start it from the shipped model with --init), tiny or tiny_layout (seconds-long demos)")
+                        "layout; start it from the shipped model with --init), toy_abspos / toy_vc2_fps / toy_rope (frame-position "
+                        "experiments at 4, 8 and 16 fps: absolute, none, rotary + T5 bias; data/t2v/README.md), tiny or "
+                        "tiny_layout (seconds-long demos)")
     p.add_argument("--out", required=True, help="output folder: checkpoint.safetensors, log.csv, t2v.safetensors")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.safetensors")
     for f in dataclasses.fields(T2VTrainConfig):

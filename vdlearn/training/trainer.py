@@ -1,8 +1,12 @@
-r"""The training engine: one loop for CPU, one GPU, and several GPUs.
+r"""The training engine: the one loop every model of the course trains through.
 
 The trainer knows nothing about videos. A *task* (see :class:`TrainingTask`) says how
 to build the global batch of step ``s`` and how to compute the loss on a shard of it;
-the trainer does the rest:
+the trainer does the rest. The tasks today: the toy VAE and its temporal decoder
+(:mod:`vdlearn.training.vae`), the judges' two networks (:mod:`vdlearn.eval.train`),
+notebook 03's image denoiser (:mod:`vdlearn.training.image_denoiser`) and the
+text-to-video model (:mod:`vdlearn.training.t2v`); a new model adds a task, not a loop.
+What the loop does, once for all of them:
 
 * devices through HF accelerate: the same code runs on a CPU, one GPU, and under
   ``accelerate launch`` on several GPUs (each process takes its shard of the global
@@ -15,18 +19,22 @@ the trainer does the rest:
   uninterrupted one (dropout included: the global generator is re-seeded every step);
 * a CSV log (and TensorBoard when it is installed), a tqdm progress bar, sample
   videos at intervals;
-* a NaN or inf loss stops training with a message; the last good checkpoint is kept.
+* a NaN or inf loss stops training with :class:`TrainingDiverged`; the last good
+  checkpoint is kept.
 
 Why the randomness lives in the task's ``batch`` and not in ``loss``: the noise and
 timesteps of the *global* batch are drawn once and then sharded, so two processes
 with half the batch each see exactly what one process with the whole batch sees (the
-multi-process test relies on it).
+multi-process test relies on it). For the same reason a loss must be a mean over
+samples whose parts do not depend on the rest of the shard.
 
-Taught in notebook 05_text_to_video.
+The loop is :meth:`Trainer.fit`, in the spirit of nanoGPT's ``train.py``. Taught in
+notebook 05_text_to_video (and used from notebooks 02 and 03).
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import csv
 import json
@@ -41,11 +49,19 @@ import torch
 from tqdm.auto import tqdm
 
 from vdlearn.data.rng import integer_seed
-from vdlearn.io import load_checkpoint, save_checkpoint, to_jsonable
+from vdlearn.io import (
+    load_checkpoint,
+    load_state_dict_checked,
+    save_checkpoint,
+    to_jsonable,
+)
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite; the message names the step and the last good checkpoint.
+
+    The one divergence error of the course: every task trains through :class:`Trainer`.
+    """
 
 
 class TrainingTask(Protocol):
@@ -88,11 +104,32 @@ def learning_rate(step: int, cfg: TrainerConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def add_loop_arguments(parser: argparse.ArgumentParser, defaults, lr_help: str = "peak learning rate") -> None:
+    """The flags every ``vdlearn train`` command shares: those the loop itself reads.
+
+    Output folder, ``--resume``, length, learning rate, warm-up, clipping, seed, checkpoint
+    and log periods, device, progress bar; the defaults come from the task's config dataclass
+    ``defaults`` (which has fields of these names).
+    """
+    parser.add_argument("--out", required=True, help="output folder: checkpoint.safetensors, log.csv, the model")
+    parser.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.safetensors")
+    parser.add_argument("--steps", type=int, default=defaults.steps,
+                        help="optimisation steps (a resumed run continues up to this number)")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help=lr_help)
+    parser.add_argument("--warmup", type=int, default=defaults.warmup, help="linear warm-up steps")
+    parser.add_argument("--grad-clip", type=float, default=defaults.grad_clip, help="gradient-norm clip (0: off)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of initialisation and every random draw")
+    parser.add_argument("--ckpt-every", type=int, default=defaults.ckpt_every, help="checkpoint period in steps")
+    parser.add_argument("--log-every", type=int, default=defaults.log_every, help="OUT/log.csv period in steps")
+    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, mps")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 class EMA:
     r"""Exponential moving average of parameters: :math:`\bar\theta \leftarrow d\,\bar\theta + (1-d)\,\theta`.
 
     The decay ramps up as :math:`\min(d, (1+s)/(10+s))` so early, noisy weights are
-    forgotten quickly (the schedule of the original LDM/guided-diffusion code).
+    forgotten quickly (the warm-up of LDM's ``LitEma``; guided-diffusion keeps the rate fixed).
     """
 
     def __init__(self, model: torch.nn.Module, decay: float):
@@ -167,7 +204,7 @@ class Trainer:
     def __init__(
         self, model: torch.nn.Module, task: TrainingTask, config: TrainerConfig, out_dir: str | Path,
         sample_fn: Callable[[torch.nn.Module, int], dict] | None = None, progress: bool = True,
-        run_info: dict | None = None, lr_scales: dict[str, float] | None = None,
+        run_info: dict | None = None, lr_scales: dict[str, float] | None = None, name: str = "training",
     ):
         from accelerate import Accelerator
 
@@ -176,6 +213,7 @@ class Trainer:
         self.out = Path(out_dir)
         self.sample_fn = sample_fn
         self.progress = progress
+        self.name = name  # the progress bar's label
         self.run_info = dict(run_info or {})
         mp = config.mixed_precision
         if mp == "auto":
@@ -204,7 +242,9 @@ class Trainer:
         self.ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
         self.step = 0
         self.history: list[float] = []
+        self.seconds = 0.0  # training time so far, over every resumed part of the run
         self._last_saved: int | None = None
+        self._tb = None  # a TensorBoard writer while fit() runs, when tensorboard is installed
 
     # ------------------------------------------------------------- checkpoints
     @property
@@ -214,6 +254,7 @@ class Trainer:
     def save(self) -> Path | None:
         """Write the full training state (main process only)."""
         self.accelerator.wait_for_everyone()
+        self._last_saved = self.step
         if not self.accelerator.is_main_process:
             return None
         model = self.accelerator.unwrap_model(self.model)
@@ -223,7 +264,7 @@ class Trainer:
         opt_tensors, opt_meta = _flatten_optimizer(self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer)
         tensors.update(opt_tensors)
         meta = {"kind": "training_state", "step": self.step, "config": asdict(self.config), "optimizer": opt_meta,
-                "history": self.history, **self.run_info}
+                "history": self.history, "train_seconds": round(self.seconds, 2), **self.run_info}
         return save_checkpoint(self.checkpoint_path, tensors, meta)
 
     def load(self, path: str | Path | None = None) -> None:
@@ -232,8 +273,6 @@ class Trainer:
         if meta.get("kind") != "training_state":
             raise ValueError(f"{path or self.checkpoint_path} is not a vdlearn training state (no 'kind: training_state').")
         model = self.accelerator.unwrap_model(self.model)
-        from vdlearn.io import load_state_dict_checked
-
         device = next(model.parameters()).device
         load_state_dict_checked(model, {k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("model.")},
                                 "training checkpoint")
@@ -243,6 +282,7 @@ class Trainer:
         _restore_optimizer(opt, {k: v.to(device) for k, v in tensors.items() if k.startswith("optim.")}, meta["optimizer"])
         self.step = int(meta["step"])
         self.history = list(meta["history"])
+        self.seconds = float(meta.get("train_seconds", 0.0))
         self._last_saved = self.step
 
     def ema_model(self) -> torch.nn.Module:
@@ -274,13 +314,62 @@ class Trainer:
 
     # ------------------------------------------------------------------- loop
     def fit(self, resume: bool = False, stop_at: int | None = None) -> list[float]:
-        """Train until ``config.steps`` (or ``stop_at``, to simulate an interruption)."""
-        cfg = self.config
+        """Train until ``config.steps`` (or ``stop_at``, to simulate an interruption); returns the loss history."""
+        cfg, acc = self.config, self.accelerator
+        self._open(resume)
+        end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+        rank, world = acc.process_index, acc.num_processes
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.name,
+                   disable=not (self.progress and acc.is_main_process))
+        self.model.train()
+        t0, seconds0 = time.time(), self.seconds
+        try:
+            while self.step < end:
+                step = self.step
+                # every random number of step s comes from (seed, s): a resumed run draws what an unbroken one drew
+                gen = torch.Generator().manual_seed(integer_seed(cfg.seed, step, stream=4242))
+                torch.manual_seed(integer_seed(cfg.seed * 1000 + rank, step, stream=4243))  # dropout, per process
+                batch = _shard(self.task.batch(step, gen), rank, world)  # this process's share of the global batch
+                lr = self._set_learning_rate(step)
+                with acc.autocast():
+                    loss = self.task.loss(self.model, batch)
+                mean_loss = float(acc.gather(loss.detach().float().reshape(1)).mean())  # equal on every process
+                if not math.isfinite(mean_loss):
+                    raise self._diverged(mean_loss, step, lr)
+                self.optimizer.zero_grad(set_to_none=True)
+                acc.backward(loss)
+                grad_norm = math.nan
+                if cfg.grad_clip > 0:
+                    grad_norm = float(acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
+                self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update(acc.unwrap_model(self.model), step)
+                self.history.append(mean_loss)
+                self.step += 1
+                self.seconds = seconds0 + time.time() - t0
+                bar.update(1)
+                if step % cfg.log_every == 0 or self.step == end:
+                    self._log_row({"step": step, "loss": mean_loss, "lr": lr, "grad_norm": grad_norm,
+                                   "seconds": round(time.time() - t0, 2)})
+                    bar.set_postfix(loss=f"{mean_loss:.4f}")
+                if cfg.sample_every and self.step % cfg.sample_every == 0 and self.sample_fn is not None:
+                    self._sample()
+                if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or self.step == stop_at:
+                    self.save()
+        finally:
+            bar.close()
+            if self._tb is not None:
+                self._tb.close()
+        return self.history
+
+    def _open(self, resume: bool) -> None:
+        """Create the output folder; with ``resume``, restore the checkpoint. The log is cut back to the step."""
         self.out.mkdir(parents=True, exist_ok=True)
         if resume:
             if not self.checkpoint_path.exists():
                 raise FileNotFoundError(f"--resume: no checkpoint at {self.checkpoint_path}; start without --resume.")
             self.load()
+        if resume or self.step == 0:  # a fresh run in an old folder starts a fresh log
             self._truncate_log()
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -288,57 +377,21 @@ class Trainer:
             self._tb = SummaryWriter(str(self.out / "tensorboard")) if self.accelerator.is_main_process else None
         except ImportError:
             self._tb = None
-        end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
-        rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        bar = tqdm(range(self.step, end), initial=self.step, total=cfg.steps, desc="training",
-                   disable=not (self.progress and self.accelerator.is_main_process))
-        self.model.train()
-        t0 = time.time()
-        for _ in bar:
-            step = self.step
-            gen = torch.Generator().manual_seed(integer_seed(cfg.seed, step, stream=4242))
-            # layers that draw from the global generator (dropout) get a seed of their own per step and
-            # process, so a resumed run repeats their draws too
-            torch.manual_seed(integer_seed(cfg.seed * 1000 + rank, step, stream=4243))
-            batch = _shard(self.task.batch(step, gen), rank, world)
-            lr = learning_rate(step, cfg)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_scale", 1.0)
-            with self.accelerator.autocast():
-                loss = self.task.loss(self.model, batch)
-            mean_loss = self.accelerator.gather(loss.detach().float().reshape(1)).mean()
-            if not torch.isfinite(mean_loss):
-                last = f"the last good checkpoint is {self.checkpoint_path} (step {self._last_saved})" \
-                    if self._last_saved is not None else "no checkpoint was written yet"
-                raise TrainingDiverged(
-                    f"The loss became {mean_loss.item()} at step {step}; training stopped and {last}. "
-                    f"Try a lower learning rate (now {lr:.2e}), gradient clipping, or fp32 (--mixed-precision no)."
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            self.accelerator.backward(loss)
-            grad_norm = float("nan")
-            if cfg.grad_clip > 0:
-                grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
-            self.optimizer.step()
-            if self.ema is not None:
-                self.ema.update(self.accelerator.unwrap_model(self.model), step)
-            self.history.append(float(mean_loss))
-            self.step += 1
-            if step % cfg.log_every == 0 or self.step == end:
-                self._log_row({"step": step, "loss": float(mean_loss), "lr": lr, "grad_norm": grad_norm,
-                               "seconds": round(time.time() - t0, 2)})
-                bar.set_postfix(loss=f"{float(mean_loss):.4f}")
-            if cfg.sample_every and self.step % cfg.sample_every == 0 and self.sample_fn is not None:
-                self._sample()
-            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
-                self.save()
-                self._last_saved = self.step
-        if stop_at is not None and self.step < cfg.steps:
-            self.save()
-            self._last_saved = self.step
-        if self._tb is not None:
-            self._tb.close()
-        return self.history
+
+    def _set_learning_rate(self, step: int) -> float:
+        lr = learning_rate(step, self.config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        return lr
+
+    def _diverged(self, loss: float, step: int, lr: float) -> TrainingDiverged:
+        last = (f"the last good checkpoint is {self.checkpoint_path} (step {self._last_saved})"
+                if self._last_saved is not None else "no checkpoint was written yet")
+        return TrainingDiverged(
+            f"The loss became {loss} at step {step}; training stopped and {last}. Try a lower learning rate "
+            f"(--lr; it was {lr:.2e} at this step), a stronger gradient clip (--grad-clip), or full precision "
+            f"(mixed_precision 'no'), then --resume."
+        )
 
     def _sample(self) -> None:
         if not self.accelerator.is_main_process:

@@ -1,6 +1,6 @@
 r"""Training the toy autoencoder, and fine-tuning its decoder on video.
 
-Two jobs, one loop:
+Two jobs, one task:
 
 1. **The per-frame KL autoencoder** (LDM, Rombach et al. 2022, sec. 3.1, appendix G).
    Each step takes a batch of *frames* from the toy world's training split, mixing
@@ -29,11 +29,17 @@ Two jobs, one loop:
    ``--temporal-decoder`` runs the same recipe on the per-frame decoder: the control
    that shows what the temporal layers themselves add.
 
-Checkpoints: ``OUT/checkpoint.safetensors`` (+ json) holds the model, the optimizer
-state and the random-number state, written every ``--ckpt-every`` steps; ``--resume``
-continues bit-for-bit (same batches, same losses). A NaN/inf loss stops the run with
-a message and leaves the last good checkpoint untouched. The result is
-``OUT/vae.safetensors`` (+ json with config, metrics, commit and command).
+Both train through the course's one loop, :class:`~vdlearn.training.trainer.Trainer`, as
+one task (:class:`VAETask`: ``batch`` draws the frames or clips and every random number of
+the step; ``loss`` is :func:`vae_loss`). The loop writes ``OUT/checkpoint.safetensors``
+(+ json) every ``--ckpt-every`` steps, ``--resume`` continues bit-for-bit (same batches,
+same losses), and a NaN/inf loss stops the run with
+:class:`~vdlearn.training.trainer.TrainingDiverged`, the last good checkpoint untouched.
+The result is ``OUT/vae.safetensors`` (+ json with config, metrics, commit and command).
+The shipped ``data/vae/`` models were trained by this recipe (same losses, optimizer and
+schedule) before the loop was shared; each step's random draws now come from the loop's
+``(seed, step)`` generator, so their recorded command gives a model of the same recipe,
+not the same bits.
 
     vdlearn train vae --preset toy32 --steps 5000 --out runs/vae
     vdlearn train vae --temporal-decoder --vae runs/vae/vae.safetensors --steps 600 --out runs/vae_t
@@ -48,17 +54,21 @@ import dataclasses
 import json
 import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from vdlearn.device import describe_device, get_device
-from vdlearn.io import load_checkpoint, load_state_dict_checked, save_checkpoint
+from vdlearn.io import reproduce_command
 from vdlearn.models.vae import AutoencoderKL, DiagonalGaussian, VAEConfig
+from vdlearn.training.trainer import (
+    Trainer,
+    TrainerConfig,
+    TrainingDiverged,
+    add_loop_arguments,
+)
 
 
 @dataclass
@@ -83,7 +93,7 @@ class VAETrainConfig:
     object_weight: float = 8.0  # object pixels count 1 + this much (the object is ~5% of a toy frame)
     seed: int = 0  # seed of initialisation and of every random draw of the run
     ckpt_every: int = 500  # write OUT/checkpoint.safetensors every this many steps
-    log_every: int = 25  # refresh the progress bar's loss this often
+    log_every: int = 25  # append a row to OUT/log.csv (and refresh the progress bar) this often
     device: str = "auto"  # "auto", "cpu", "cuda", "mps"
     eval_clips: int = 64  # held-out clean clips for the final PSNR / adherence (0: skip)
     # --- decoder fine-tuning on video (temporal decoder, or the per-frame control)
@@ -188,11 +198,17 @@ def object_weights(x: torch.Tensor, strength: float) -> torch.Tensor:
 
 
 def vae_loss(x: torch.Tensor, recon: torch.Tensor, posterior: DiagonalGaussian | None,
-             cfg: VAETrainConfig) -> dict[str, torch.Tensor]:
-    """The training loss and its parts; ``x``/``recon`` are frames ``(n, 3, H, W)`` or clips ``(b, 3, t, H, W)``."""
+             cfg: VAETrainConfig, weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The training loss and its parts; ``x``/``recon`` are frames ``(n, 3, H, W)`` or clips ``(b, 3, t, H, W)``.
+
+    ``weight``: per-pixel weights ``(n, 1, ...)`` of mean 1 (:func:`object_weights` divided by
+    their mean over the global batch); computed from ``x`` when not given.
+    """
+    if weight is None:
+        weight = object_weights(x, cfg.object_weight) if cfg.object_weight else torch.ones_like(x[:, :1])
+        weight = weight / weight.mean()
     err = recon - x
-    weight = object_weights(x, cfg.object_weight) if cfg.object_weight else torch.ones_like(x[:, :1])
-    rec = (weight * (err.abs() + cfg.l2_weight * err.pow(2))).mean() / weight.mean()  # weighted mean error
+    rec = (weight * (err.abs() + cfg.l2_weight * err.pow(2))).mean()  # weighted mean error
     edge = edge_l1(recon, x)
     loss = rec + cfg.edge_weight * edge
     out = {"rec": rec, "edge": edge, "l1": err.abs().mean().detach()}
@@ -209,58 +225,39 @@ def vae_loss(x: torch.Tensor, recon: torch.Tensor, posterior: DiagonalGaussian |
     return out
 
 
-def learning_rate(step: int, cfg: VAETrainConfig) -> float:
-    """Linear warm-up, then cosine decay from ``lr`` to ``min_lr`` (a function of the step only)."""
-    peak = cfg.peak_lr
-    if step < cfg.warmup:
-        return peak * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.min_lr + 0.5 * (peak - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+# =============================================================================== the task
+class VAETask:
+    """The trainer's task: the step's frames (or clips) and noise, and :func:`vae_loss` on a shard of them."""
 
+    def __init__(self, world, cfg: VAETrainConfig, vae_config: VAEConfig):
+        self.world, self.cfg, self.vae_config = world, cfg, vae_config
 
-# =============================================================================== checkpoints
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    tensors = {}
-    for pid, state in opt.state_dict()["state"].items():
-        for name, value in state.items():
-            tensors[f"optim.{pid}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    return tensors
+    def batch(self, step: int, generator: torch.Generator) -> dict:
+        cfg = self.cfg
+        noise = offset = None
+        if not cfg.video_mode:
+            x = sample_frames(self.world, cfg.batch_frames, cfg.mix, cfg.frames_per_clip, generator)  # (n, 3, H, W)
+            latent = self.vae_config.latent_shape(*x.shape[-2:])  # (z, h, w)
+            noise = torch.randn((x.shape[0], *latent), generator=generator)  # eps of z = mu + sigma * eps
+        else:
+            x = sample_clips(self.world, cfg.clips_per_batch, cfg.clip_frames, cfg.lowq_fraction, generator)
+            z, h, w = self.vae_config.latent_shape(*x.shape[-2:])
+            sigma = torch.rand(x.shape[0], generator=generator) * cfg.latent_noise  # (b,) one noise level per clip
+            eps = torch.randn((x.shape[0], z, x.shape[2], h, w), generator=generator)  # (b, z, t, h, w)
+            offset = sigma.view(-1, 1, 1, 1, 1) * eps  # added to the scaled latents: a diffusion model's are never exact
+        weight = object_weights(x, cfg.object_weight) if cfg.object_weight else torch.ones_like(x[:, :1])
+        # normalised over the global batch, so that shards on several processes add up to the same loss
+        return {"x": x, "weight": weight / weight.mean(), "noise": noise, "offset": offset}
 
-
-def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        _, pid, name = key.split(".", 2)
-        state.setdefault(int(pid), {})[name] = value
-    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
-
-
-def save_training_state(out: Path, vae: AutoencoderKL, opt: torch.optim.Optimizer, gen: torch.Generator,
-                        step: int, history: list, cfg: VAETrainConfig, seconds: float) -> Path:
-    """Everything needed to continue exactly: weights, optimizer, random state, step, loss history."""
-    tensors = {f"model.{k}": v for k, v in vae.state_dict().items()}
-    tensors.update(_optimizer_tensors(opt))
-    tensors["rng.data"] = gen.get_state()
-    tensors["rng.torch"] = torch.get_rng_state()
-    meta = {"kind": "vdlearn.vae.training_state", "step": step, "train_config": cfg.to_dict(),
-            "vae_config": vae.config.to_dict(), "history": history, "train_seconds": seconds}
-    return save_checkpoint(out / "checkpoint.safetensors", tensors, meta)
-
-
-# =============================================================================== building
-def _trainable(vae: AutoencoderKL, cfg: VAETrainConfig) -> list[torch.nn.Parameter]:
-    """The parameters the optimizer updates; everything else is frozen."""
-    if not cfg.video_mode:
-        return list(vae.parameters())
-    for p in vae.parameters():  # freeze everything, then thaw the decoding side
-        p.requires_grad_(False)
-    if cfg.temporal_decoder and not cfg.train_spatial:
-        trainable = vae.decoder.temporal_parameters()
-    else:
-        trainable = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
-    for p in trainable:
-        p.requires_grad_(True)
-    return trainable
+    def loss(self, model: AutoencoderKL, batch: dict) -> torch.Tensor:
+        dev = next(model.parameters()).device
+        x = batch["x"].to(dev)
+        if self.cfg.video_mode:  # frozen encoder, posterior mean, perturbed latents, decoder trained
+            recon, _ = model(x, sample=False, latent_offset=batch["offset"].to(dev))
+            posterior = None
+        else:  # z ~ q(z|x) with the step's noise
+            recon, posterior = model(x, noise=batch["noise"].to(dev))
+        return vae_loss(x, recon, posterior, self.cfg, weight=batch["weight"].to(dev))["loss"]
 
 
 def _build(cfg: VAETrainConfig, device: torch.device) -> AutoencoderKL:
@@ -277,154 +274,104 @@ def _build(cfg: VAETrainConfig, device: torch.device) -> AutoencoderKL:
     return base.with_temporal_decoder() if cfg.temporal_decoder else base
 
 
-def _step_batch(vae: AutoencoderKL, cfg: VAETrainConfig, world, gen: torch.Generator,
-                device: torch.device) -> dict[str, torch.Tensor]:
-    """One step's forward pass and loss terms."""
+def _freeze(vae: AutoencoderKL, cfg: VAETrainConfig) -> None:
+    """Decoder fine-tuning trains the decoding side only (or only its temporal layers); the rest is frozen."""
     if not cfg.video_mode:
-        x = sample_frames(world, cfg.batch_frames, cfg.mix, cfg.frames_per_clip, gen).to(device)  # (n, 3, H, W)
-        posterior = vae.encode(x)
-        eps = torch.randn(posterior.shape, generator=gen).to(device)
-        recon = vae.decode(posterior.mean + posterior.std * eps)  # a sample z ~ q(z|x)
-        return vae_loss(x, recon, posterior, cfg)
-    x = sample_clips(world, cfg.clips_per_batch, cfg.clip_frames, cfg.lowq_fraction, gen).to(device)
-    with torch.no_grad():  # the encoder is frozen
-        latents = vae.encode_latents(x)  # (b, z, t, h, w), scaled
-    sigma = torch.rand(x.shape[0], generator=gen) * cfg.latent_noise  # (b,) one noise level per clip
-    eps = torch.randn(latents.shape, generator=gen)
-    noisy = latents + (sigma.view(-1, 1, 1, 1, 1) * eps).to(device)
-    recon = vae.decode_latents(noisy)  # (b, 3, t, H, W)
-    return vae_loss(x, recon, None, cfg)
+        return
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    if cfg.temporal_decoder and not cfg.train_spatial:
+        trainable = vae.decoder.temporal_parameters()
+    else:
+        trainable = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    for p in trainable:
+        p.requires_grad_(True)
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or inf; the last good checkpoint was kept."""
+def vae_task(cfg: VAETrainConfig) -> tuple[AutoencoderKL, VAETask]:
+    """The model (seeded, with the frozen parts frozen) and the task of run ``cfg``."""
+    vae = _build(cfg, get_device(cfg.device))
+    _freeze(vae, cfg)
+    return vae, VAETask(_world_for(cfg, vae.config), cfg, vae.config)
 
 
-# =============================================================================== the loop
-def reproduce_command(cfg: VAETrainConfig, out: str | Path) -> str:
-    """The ``vdlearn train vae`` command line that runs ``cfg`` (written into the json sidecar)."""
-    default = VAETrainConfig()
-    flags = {
-        "preset": "--preset", "world": "--world", "world_seed": "--world-seed", "steps": "--steps",
-        "batch_frames": "--batch-frames", "lr": "--lr", "warmup": "--warmup", "kl_weight": "--kl-weight",
-        "edge_weight": "--edge-weight", "object_weight": "--object-weight", "l2_weight": "--l2-weight",
-        "grad_clip": "--grad-clip", "seed": "--seed", "ckpt_every": "--ckpt-every",
-        "eval_clips": "--eval-clips", "vae": "--vae", "clips_per_batch": "--clips-per-batch",
-        "clip_frames": "--clip-frames", "latent_noise": "--latent-noise",
-    }
-    parts = ["vdlearn", "train", "vae"]
-    for field, flag in flags.items():
-        value = getattr(cfg, field)
-        if value != getattr(default, field) or field in ("preset", "steps"):
-            parts += [flag, str(value)]
-    for field, flag in (("temporal_decoder", "--temporal-decoder"), ("finetune_decoder", "--finetune-decoder")):
-        if getattr(cfg, field):
-            parts.append(flag)
-    if not cfg.train_spatial:
-        parts.append("--temporal-only")
-    unsupported = [f for f in ("mix", "frames_per_clip", "min_lr", "weight_decay", "lowq_fraction", "temporal_weight")
-                   if getattr(cfg, f) != getattr(default, f)]
-    note = f"  # plus VAETrainConfig fields {unsupported} (Python API only)" if unsupported else ""
-    return " ".join(parts + ["--out", str(out)]) + note
+def trainer_config(cfg: VAETrainConfig) -> TrainerConfig:
+    """The loop's settings for ``cfg``: AdamW (betas 0.9, 0.99), warm-up, cosine decay to ``min_lr``, no EMA.
+
+    Precision is the loop's policy (bf16 autocast on GPUs that support it, fp32 elsewhere).
+    """
+    return TrainerConfig(
+        steps=cfg.steps, lr=cfg.peak_lr, min_lr_ratio=cfg.min_lr / cfg.peak_lr, warmup=cfg.warmup,
+        weight_decay=cfg.weight_decay, betas=(0.9, 0.99), grad_clip=cfg.grad_clip, ema_decay=0.0,
+        mixed_precision="auto", ckpt_every=cfg.ckpt_every, log_every=cfg.log_every, seed=cfg.seed, device=cfg.device,
+    )
 
 
+def _check_resume(out: Path, run_info: dict) -> None:
+    """A resumed run must be the run the checkpoint belongs to (only its length and bookkeeping may change)."""
+    path = out / "checkpoint.json"
+    if not path.exists():
+        return  # the trainer explains the missing checkpoint
+    meta = json.loads(path.read_text())
+    free = ("steps", "ckpt_every", "log_every", "device", "eval_clips")  # may change on resume
+    saved = {k: v for k, v in meta.get("vae_train_config", {}).items() if k not in free}
+    now = {k: v for k, v in run_info["vae_train_config"].items() if k in saved}
+    if saved != now:
+        diff = {k: (saved[k], now.get(k)) for k in saved if saved[k] != now.get(k)}
+        raise ValueError(f"--resume with different settings than the checkpoint (checkpoint, now): {diff}. "
+                         f"Use the checkpoint's settings, or another --out.")
+    if meta.get("vae_config") != run_info["vae_config"]:
+        raise ValueError(f"--resume: the checkpoint's VAE config {meta.get('vae_config')} differs from the one "
+                         f"this run builds {run_info['vae_config']}.")
+
+
+# =============================================================================== the run
 def train_vae(cfg: VAETrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
-              on_step: Callable[[int, dict], None] | None = None) -> AutoencoderKL:
+              stop_at: int | None = None) -> AutoencoderKL:
     """Train (or fine-tune) and write ``OUT/vae.safetensors``; returns the trained model.
 
     ``resume=True`` continues from ``OUT/checkpoint.safetensors`` with the same batches
-    and random draws as an uninterrupted run. Raises :class:`NonFiniteLossError` if the
-    loss becomes NaN/inf (the last periodic checkpoint is left as it was).
+    and random draws as an uninterrupted run; ``stop_at`` ends the run early at that step
+    (checkpoint written, no ``vae.safetensors``: as an interruption would). Raises
+    :class:`~vdlearn.training.trainer.TrainingDiverged` if the loss becomes NaN/inf.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = get_device(cfg.device)
-    vae = _build(cfg, device)
-    trainable = _trainable(vae, cfg)
-    world = _world_for(cfg, vae.config)
-    opt = torch.optim.AdamW(trainable, lr=cfg.peak_lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    step, history, seconds = 0, [], 0.0
-
+    vae, task = vae_task(cfg)
+    run_info = {"vae_train_config": cfg.to_dict(), "vae_config": vae.config.to_dict()}
     if resume:
-        ckpt = out / "checkpoint.safetensors"
-        if not ckpt.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}. Run once without --resume first.")
-        tensors, meta = load_checkpoint(ckpt)
-        free = ("steps", "ckpt_every", "log_every", "device", "eval_clips")  # may change on resume
-        saved = {k: v for k, v in meta.get("train_config", {}).items() if k not in free}
-        now = {k: v for k, v in cfg.to_dict().items() if k in saved}
-        if saved != now:
-            diff = {k: (saved[k], now[k]) for k in saved if saved[k] != now.get(k)}
-            raise ValueError(f"--resume with different settings than the checkpoint (checkpoint, now): {diff}.")
-        if vae.config.to_dict() != meta["vae_config"]:
-            raise ValueError(f"--resume: the checkpoint's VAE config {meta['vae_config']} differs from the one "
-                             f"this run builds {vae.config.to_dict()}.")
-        model_state = {k[len("model."):]: v.to(device) for k, v in tensors.items() if k.startswith("model.")}
-        load_state_dict_checked(vae, model_state, f"training checkpoint {ckpt}")
-        _restore_optimizer(opt, {k: v for k, v in tensors.items() if k.startswith("optim.")})
-        gen.set_state(tensors["rng.data"])
-        torch.set_rng_state(tensors["rng.torch"])
-        step, history, seconds = meta["step"], meta["history"], meta.get("train_seconds", 0.0)
-
-    vae.train()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="vae" if not cfg.video_mode else "decoder",
-               dynamic_ncols=True)
-    last_saved = step if resume else None
-    t0 = time.perf_counter()
-    while step < cfg.steps:
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(step, cfg)
-        terms = _step_batch(vae, cfg, world, gen, device)
-        loss = terms["loss"]
-        if not torch.isfinite(loss):
-            bar.close()
-            where = (f"the last good checkpoint is {out / 'checkpoint.safetensors'} (step {last_saved})"
-                     if last_saved is not None else "no checkpoint was written yet")
-            raise NonFiniteLossError(
-                f"The loss became {loss.item()} at step {step}; stopped. {where}. Try a lower --lr "
-                f"(now {cfg.peak_lr}) or a stronger --grad-clip, then --resume."
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-        opt.step()
-        record = {k: v.detach().item() for k, v in terms.items()}
-        history.append([step, record["loss"], record["rec"]])
-        step += 1
-        if on_step is not None:
-            on_step(step, record)
-        bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            bar.set_postfix(loss=f"{record['loss']:.4f}", rec=f"{record['rec']:.4f}")
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            save_training_state(out, vae, opt, gen, step, history, cfg, seconds + time.perf_counter() - t0)
-            last_saved = step
-    bar.close()
-    seconds += time.perf_counter() - t0
-
+        _check_resume(out, run_info)
+    trainer = Trainer(vae, task, trainer_config(cfg), out, progress=progress, run_info=run_info,
+                      name="decoder" if cfg.video_mode else "vae")
+    trainer.fit(resume=resume, stop_at=stop_at)
     vae.eval()
-    metrics: dict[str, Any] = {"train_seconds": round(seconds, 1), "steps": step,
-                               "final_loss": history[-1][1] if history else None}
+    if trainer.step < cfg.steps or not trainer.accelerator.is_main_process:
+        return vae
+
+    metrics: dict[str, Any] = {"train_seconds": round(trainer.seconds, 1), "steps": trainer.step,
+                               "final_loss": trainer.history[-1]}
     if not cfg.video_mode:
-        stats = measure_scale_factor(vae, world, cfg)
+        stats = measure_scale_factor(vae, task.world, cfg)
         vae.config.scale_factor = stats["scale_factor"]
         metrics.update(stats)
     if cfg.eval_clips > 0:
-        from vdlearn.training.vae_eval import compare_decoders, evaluate_reconstruction, format_table
+        from vdlearn.training.vae_eval import (
+            compare_decoders,
+            evaluate_reconstruction,
+            format_table,
+        )
 
-        metrics.update(evaluate_reconstruction(vae, world, n_clips=cfg.eval_clips))
+        metrics.update(evaluate_reconstruction(vae, task.world, n_clips=cfg.eval_clips))
         if cfg.video_mode:  # the same latents through the starting (per-frame) decoder and the new one
-            base = AutoencoderKL.load(cfg.vae, device=device)
+            base = AutoencoderKL.load(cfg.vae, device=vae.device)
             name = "temporal (fine-tuned)" if cfg.temporal_decoder else "per-frame (fine-tuned)"
-            rows = compare_decoders({"per-frame (start)": base, name: vae}, world, n_clips=cfg.eval_clips)
+            rows = compare_decoders({"per-frame (start)": base, name: vae}, task.world, n_clips=cfg.eval_clips)
             metrics["decoder_rows"] = rows
             metrics["decoder_table"] = format_table(rows)
-    curve = history[:: max(1, len(history) // 200)]
-    path = vae.save(out / "vae.safetensors", metrics=metrics, command=reproduce_command(cfg, out),
-                    train_config=cfg.to_dict(), loss_curve=curve, device=describe_device(device),
-                    train_seconds=round(seconds, 1))
+    every = max(1, len(trainer.history) // 200)
+    curve = [[step, loss] for step, loss in enumerate(trainer.history)][::every]  # (step, loss)
+    command = reproduce_command("vdlearn train vae", cfg, out, negations={"train_spatial": "--temporal-only"})
+    path = vae.save(out / "vae.safetensors", metrics=metrics, command=command, train_config=cfg.to_dict(),
+                    loss_curve=curve, device=describe_device(vae.device), train_seconds=round(trainer.seconds, 1))
     vae.meta = json.loads(path.with_suffix(".json").read_text())
     return vae
 
@@ -447,27 +394,24 @@ def measure_scale_factor(vae: AutoencoderKL, world, cfg: VAETrainConfig, n: int 
 
 # =============================================================================== command line
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of ``vdlearn train vae`` (defaults from :class:`VAETrainConfig`)."""
+    """The options of ``vdlearn train vae``: one per :class:`VAETrainConfig` field (defaults from it)."""
     d = VAETrainConfig()
+    add_loop_arguments(parser, d, lr_help="peak learning rate (default 2e-3; 5e-4 for decoder fine-tuning)")
     parser.add_argument("--preset", default=d.preset, help="VAE preset to train (toy32, toy64, tiny, ...)")
     parser.add_argument("--world", default=None, help="toy-world preset (default: the one matching the VAE)")
-    parser.add_argument("--steps", type=int, default=d.steps, help="total training steps")
-    parser.add_argument("--out", required=True, help="output folder (checkpoint.safetensors, vae.safetensors)")
-    parser.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.safetensors")
+    parser.add_argument("--world-seed", type=int, default=d.world_seed, help="seed of the toy world")
     parser.add_argument("--batch-frames", type=int, default=d.batch_frames, help="frames per step")
-    parser.add_argument("--lr", type=float, default=None,
-                        help="peak learning rate (default 2e-3; 5e-4 for decoder fine-tuning)")
-    parser.add_argument("--warmup", type=int, default=d.warmup, help="warm-up steps")
+    parser.add_argument("--frames-per-clip", type=int, default=d.frames_per_clip,
+                        help="frames taken from each sampled clip")
+    parser.add_argument("--mix", type=float, nargs=3, default=list(d.mix), metavar=("CLEAN", "LOWQ", "IMAGES"),
+                        help="shares of clean video frames, low-quality frames and high-quality images")
+    parser.add_argument("--min-lr", type=float, default=d.min_lr, help="learning rate at the end of the decay")
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
     parser.add_argument("--kl-weight", type=float, default=d.kl_weight, help="KL weight (LDM convention)")
     parser.add_argument("--edge-weight", type=float, default=d.edge_weight, help="edge (gradient) L1 weight")
     parser.add_argument("--l2-weight", type=float, default=d.l2_weight, help="squared-error weight")
     parser.add_argument("--object-weight", type=float, default=d.object_weight,
                         help="extra loss weight of object pixels (0: plain mean)")
-    parser.add_argument("--grad-clip", type=float, default=d.grad_clip, help="gradient-norm clip (0: off)")
-    parser.add_argument("--seed", type=int, default=d.seed, help="seed of the run")
-    parser.add_argument("--world-seed", type=int, default=d.world_seed, help="seed of the toy world")
-    parser.add_argument("--ckpt-every", type=int, default=d.ckpt_every, help="checkpoint period in steps")
-    parser.add_argument("--device", default=d.device, help="auto, cpu, cuda, mps")
     parser.add_argument("--eval-clips", type=int, default=d.eval_clips, help="held-out clips for final metrics")
     parser.add_argument("--vae", default=None, help="trained VAE to start decoder fine-tuning from")
     parser.add_argument("--temporal-decoder", action="store_true",
@@ -478,23 +422,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="with --temporal-decoder: train only the new temporal layers")
     parser.add_argument("--clips-per-batch", type=int, default=d.clips_per_batch, help="clips per step (video)")
     parser.add_argument("--clip-frames", type=int, default=d.clip_frames, help="frames per clip (video)")
+    parser.add_argument("--lowq-fraction", type=float, default=d.lowq_fraction,
+                        help="share of low-quality clips (video)")
     parser.add_argument("--latent-noise", type=float, default=d.latent_noise,
                         help="max sigma of noise added to scaled latents (video)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--temporal-weight", type=float, default=d.temporal_weight,
+                        help="weight of the L1 loss on frame differences (video)")
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> VAETrainConfig:
     """A :class:`VAETrainConfig` from parsed command-line arguments."""
-    return VAETrainConfig(
-        preset=args.preset, world=args.world, world_seed=args.world_seed, steps=args.steps,
-        batch_frames=args.batch_frames, lr=args.lr, warmup=args.warmup, kl_weight=args.kl_weight,
-        edge_weight=args.edge_weight, l2_weight=args.l2_weight, object_weight=args.object_weight,
-        grad_clip=args.grad_clip, seed=args.seed, ckpt_every=args.ckpt_every,
-        device=args.device, eval_clips=args.eval_clips, vae=args.vae, temporal_decoder=args.temporal_decoder,
-        finetune_decoder=args.finetune_decoder, train_spatial=not args.temporal_only,
-        clips_per_batch=args.clips_per_batch, clip_frames=args.clip_frames, latent_noise=args.latent_noise,
-    )
+    fields = {f.name for f in dataclasses.fields(VAETrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    values["mix"] = tuple(values["mix"])
+    return VAETrainConfig(**values, train_spatial=not args.temporal_only)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -502,7 +444,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(args)
         train_vae(cfg, args.out, resume=args.resume, progress=not args.quiet)
-    except NonFiniteLossError as err:
+    except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError, KeyError) as err:
@@ -516,7 +458,18 @@ def main(args: argparse.Namespace) -> int:
 
 
 __all__ = [
-    "VAETrainConfig", "train_vae", "sample_frames", "sample_clips", "object_weights", "vae_loss", "edge_l1",
-    "learning_rate", "measure_scale_factor", "save_training_state", "reproduce_command", "NonFiniteLossError",
-    "add_arguments", "config_from_args", "main",
+    "VAETask",
+    "VAETrainConfig",
+    "add_arguments",
+    "config_from_args",
+    "edge_l1",
+    "main",
+    "measure_scale_factor",
+    "object_weights",
+    "sample_clips",
+    "sample_frames",
+    "train_vae",
+    "trainer_config",
+    "vae_loss",
+    "vae_task",
 ]

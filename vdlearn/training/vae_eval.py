@@ -17,7 +17,7 @@ training), clean regime. Taught in ``notebooks/02_latent_space.ipynb``.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -139,4 +139,4 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["psnr", "heldout_clips", "reconstruct", "evaluate_reconstruction", "compare_decoders", "format_table"]
+__all__ = ["compare_decoders", "evaluate_reconstruction", "format_table", "heldout_clips", "psnr", "reconstruct"]

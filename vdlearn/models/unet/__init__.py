@@ -3,12 +3,13 @@
 =====================  ==================================================================
 ``embeddings``         sinusoidal timestep / fps codes and their MLPs
 ``resblock``           ResBlock, the temporal convolution block, down/upsampling
-``positions``          frame positions: Shaw relative, partial rotary, T5 bucket bias
+``positions``          frame positions: Shaw relative, partial rotary, T5 bucket bias, absolute sinusoid
 ``attention``          multi-head attention through SDPA (self, cross, dual, temporal)
 ``transformer``        spatial and temporal transformers
 ``unet``               :class:`UNetConfig`, presets, :class:`VideoUNet`
 ``inflate``            image U-Net -> video U-Net, exactly equal at initialisation
 ``inspection``         temporal attention maps, parameter counts per kind of module
+``layout``             vdlearn's own caption layout (no paper), as a VideoUNet subclass
 =====================  ==================================================================
 
 Quick start::
@@ -27,7 +28,7 @@ from vdlearn.models.unet.inspection import (
     parameter_breakdown,
     record_temporal_attention,
 )
-from vdlearn.models.unet.layout import CaptionLayout
+from vdlearn.models.unet.layout import CaptionLayout, CaptionLayoutUNet
 from vdlearn.models.unet.positions import (
     PartialRotaryEmbedding,
     ShawRelativePosition,
@@ -46,6 +47,7 @@ __all__ = [
     "UNET_PRESETS",
     "Attention",
     "CaptionLayout",
+    "CaptionLayoutUNet",
     "Downsample",
     "PartialRotaryEmbedding",
     "ResBlock",

@@ -23,7 +23,8 @@ core product runs through :func:`torch.nn.functional.scaled_dot_product_attentio
 * **positions** for temporal attention (see :mod:`vdlearn.models.unet.positions`):
   ``"none"``, ``"relative"`` (Shaw, VideoCrafter1: explicit logits, since the value term
   needs the probabilities) or ``"rope_bias"`` (LaVie: rotary q/k, plus a bias passed to
-  SDPA as an additive ``attn_mask``).
+  SDPA as an additive ``attn_mask``) or ``"absolute"`` (AnimateDiff: the frame-index
+  sinusoid added to the attention's input).
 
 Taught in ``notebooks/04_temporal_unet.ipynb``.
 """
@@ -38,9 +39,10 @@ from vdlearn.models.unet.positions import (
     PartialRotaryEmbedding,
     ShawRelativePosition,
     T5RelativeBias,
+    sinusoidal_positions,
 )
 
-POSITION_KINDS = ("none", "relative", "rope_bias")
+POSITION_KINDS = ("none", "relative", "rope_bias", "absolute")
 
 
 class Attention(nn.Module):
@@ -153,6 +155,8 @@ class Attention(nn.Module):
         if self.context_dim is None:
             context = None  # self-attention (the temporal transformer's second attention too)
         batch, length = x.shape[0], x.shape[1]
+        if self.position == "absolute":  # AnimateDiff: x + pe enters q, k and v
+            x = x + sinusoidal_positions(length, x.shape[-1], x.device, x.dtype)
         q, k, v, kv_img = self._qkv(self._fold(x, context), context)
 
         if self.position == "relative":
@@ -189,6 +193,8 @@ class Attention(nn.Module):
         self._check_context(x, context)
         if self.context_dim is None:
             context = None
+        if self.position == "absolute":
+            x = x + sinusoidal_positions(x.shape[1], x.shape[-1], x.device, x.dtype)
         q, k, _, _ = self._qkv(self._fold(x, context), context)
         if self.position == "relative":
             rk = self.rel_pos_k(q.shape[-2], k.shape[-2]).to(q.dtype)

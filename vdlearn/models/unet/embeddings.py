@@ -1,7 +1,7 @@
 """Timestep and fps embeddings: how a scalar condition enters the U-Net.
 
 A diffusion U-Net must know *how noisy* its input is (the timestep t) and, in
-VideoCrafter2, *how fast* the clip plays (frames per second). Both are scalars.
+VideoCrafter1 and VideoCrafter2, *how fast* the clip plays (frames per second). Both are scalars.
 They are turned into vectors in two steps:
 
 1. a fixed sinusoidal code (the Transformer position code of Vaswani et al. 2017,
@@ -15,9 +15,10 @@ They are turned into vectors in two steps:
    first linear layer's columns are tied to it.
 2. a small MLP, ``Linear -> SiLU -> Linear``, that widens it to ``4 * model_channels``.
 
-The fps embedding (VideoCrafter2, arXiv 2401.09047, Sec. 3.1 "we add the fps as an
-extra condition") uses the same sinusoid and its own MLP; its output is *added* to the
-timestep embedding, so every ResBlock sees "noise level + frame rate" as one vector.
+The fps embedding (VideoCrafter1, arXiv 2310.19512, sec. 3.2, "Denoising 3D U-Net";
+VideoCrafter2, arXiv 2401.09047, keeps it) uses the same sinusoid and its own MLP; its
+output is *added* to the timestep embedding, so every ResBlock sees "noise level + frame
+rate" as one vector.
 
 Taught in ``notebooks/04_temporal_unet.ipynb``.
 """

@@ -8,7 +8,8 @@ as an **identity**:
 
 * a temporal transformer returns ``x + proj_out(...)`` with ``proj_out`` zero, so ``x``;
 * a temporal convolution block returns ``x + conv4(...)`` with ``conv4`` zero, so ``x``;
-* the fps embedding adds ``linear_2(...)`` with ``linear_2`` zero, so nothing.
+* the fps embedding adds ``linear_2(...)`` with ``linear_2`` zero, so nothing (vdlearn's
+  choice: VideoCrafter's ``fps_embedding`` starts as an ordinary linear layer).
 
 So at initialisation the video U-Net computes *exactly* the image U-Net on every frame,
 and training starts from the image model's quality, only learning motion on top. In

@@ -1,4 +1,4 @@
-r"""Caption layout: a direct path from the caption to *where and when* things are.
+r"""vdlearn's own addition, in no paper: a caption layout, a direct path from the caption to *where and when* things are.
 
 At the noisiest steps the sampler starts from, the best prediction of the clean latent
 is the caption's mean clip, $\mathbb E[z_0 \mid y]$ (notebook 05, "What does the model
@@ -21,13 +21,19 @@ nothing until it is trained (``vdlearn train t2v --init``).
 The layout is tied to one latent size (frames, height, width), like a learned absolute
 position embedding; a U-Net with it runs at that size only.
 
-    ``forward(context (b, n, d)) -> (b*t, channels, h, w)``, frames folded into the batch.
+It lives outside the paper U-Net: :class:`CaptionLayoutUNet` is a :class:`VideoUNet` whose
+``stem`` (``conv_in``) adds the layout; ``VideoUNet.forward`` itself knows nothing of it.
+The text-to-video presets ``toy_layout`` and ``tiny_layout`` use it (notebook 05).
+
+    ``CaptionLayout.forward(context (b, n, d)) -> (b*t, channels, h, w)``, frames folded into the batch.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from vdlearn.models.unet.unet import UNetConfig, VideoUNet
 
 
 class CaptionLayout(nn.Module):
@@ -53,4 +59,35 @@ class CaptionLayout(nn.Module):
         return self.proj(codes)  # (b*t, channels, h, w)
 
 
-__all__ = ["CaptionLayout"]
+class CaptionLayoutUNet(VideoUNet):
+    """vdlearn's own addition: a :class:`VideoUNet` plus a :class:`CaptionLayout` added after ``conv_in``.
+
+    ``layout`` is the latent's ``(frames, height, width)``; the state dict is the U-Net's plus
+    ``caption_layout.*``.
+    """
+
+    def __init__(self, config: UNetConfig, layout: tuple[int, int, int], rank: int = 4):
+        super().__init__(config)
+        layout = tuple(int(v) for v in layout)
+        if len(layout) != 3 or min(layout) < 1:
+            raise ValueError(f"caption_layout must be (frames, height, width) of the latent, got {layout}.")
+        if config.context_dim is None:
+            raise ValueError("caption_layout needs a caption: set context_dim.")
+        self.caption_layout = CaptionLayout(config.context_dim, config.model_channels, *layout, rank=rank)
+
+    def stem(self, h, x, context, num_images):
+        h = super().stem(h, x, context, num_images)  # (b*t, model_channels, h, w)
+        b, _, t, hh, ww = x.shape
+        want = self.caption_layout.frames, self.caption_layout.height, self.caption_layout.width
+        if (t, hh, ww) != want:
+            raise ValueError(f"This U-Net has a caption layout for latents of (frames, height, width) = {want}, "
+                             f"got {(t, hh, ww)}. Generate at that size, or use a model without a caption layout.")
+        if num_images:
+            raise ValueError("The caption layout describes whole videos; it cannot run with images mixed in "
+                             "(num_images > 0) or in image mode (temporal=False).")
+        if context.shape[0] != b:
+            raise ValueError("The caption layout needs one caption per video, context (b, n, d); got a context per frame.")
+        return h + self.caption_layout(context).to(h.dtype)  # (b*t, model_channels, h, w)
+
+
+__all__ = ["CaptionLayout", "CaptionLayoutUNet"]

@@ -24,6 +24,14 @@ The three video models differ exactly here:
 
   Rotating q by angle ``i*f`` and k by ``j*f`` makes their dot product depend on ``j - i``
   only: relative position for free, inside the dot product.
+* **Absolute** frame positions, as in AnimateDiff's motion module (Guo et al. 2023,
+  arXiv 2307.04725, sec. 4.2: "sinusoidal position encoding") and Latte (Ma et al. 2024):
+  the transformer sinusoid of the frame index is added to the tokens that enter each
+  temporal self-attention, so a frame knows *where* it is in the clip, not only how far
+  it is from the others::
+
+      pe[n, 2i] = sin(n / 10000^(2i/d)),   pe[n, 2i+1] = cos(n / 10000^(2i/d))
+      attention(x + pe)                    # the residual path carries x, not x + pe
 
 Taught in ``notebooks/04_temporal_unet.ipynb`` (the frame-order experiment).
 """
@@ -99,6 +107,18 @@ class PartialRotaryEmbedding(nn.Module):
         # rotate_half on interleaved pairs: (x_even, x_odd) -> (-x_odd, x_even)
         swapped = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)  # (..., length, dim)
         return torch.cat([rot * cos + swapped * sin, rest], dim=-1)
+
+
+def sinusoidal_positions(length: int, dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """``(length, dim)``: the sinusoid of positions ``0..length-1``, sines on even channels, cosines on odd."""
+    if dim % 2:
+        raise ValueError(f"Absolute sinusoidal positions need an even width, got {dim}.")
+    pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]  # (L, 1)
+    inv_freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    pe = torch.zeros(length, dim, device=device)
+    pe[:, 0::2] = torch.sin(pos * inv_freq)
+    pe[:, 1::2] = torch.cos(pos * inv_freq)
+    return pe.to(dtype)
 
 
 def t5_relative_bucket(distance: torch.Tensor, num_buckets: int = 32, max_distance: int = 32) -> torch.Tensor:

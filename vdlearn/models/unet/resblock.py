@@ -14,8 +14,8 @@ computed in float32, as VideoCrafter's ``GroupNorm32``).
 **Pseudo-3D convolution.** A full 3x3x3 convolution is expensive and has no pretrained
 image weights. Video U-Nets instead factorise it: a 2D 3x3 convolution on every frame
 (reusing Stable Diffusion's weights) followed by a 1D convolution along time. VideoCrafter2
-(arXiv 2401.09047, base model: VideoCrafter1 plus fps conditioning plus ModelScope's
-temporal convolutions) appends a :class:`TemporalConvBlock` to every ResBlock, *after*
+(arXiv 2401.09047; its base model is VideoCrafter1's U-Net, fps conditioning included,
+plus ModelScope's temporal convolutions) appends a :class:`TemporalConvBlock` to every ResBlock, *after*
 ``skip(x) + h``::
 
     for i in 1..4:  y = Conv3d_{(3,1,1)}(Dropout(SiLU(GN(y))))     # convolve over frames only

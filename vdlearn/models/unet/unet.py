@@ -1,15 +1,21 @@
 """The video U-Net of VideoCrafter1/2: config, presets and the model.
 
 A latent video diffusion model predicts the noise ``eps`` in a noisy latent video
-``x_t (b, 4, t, h, w)`` given the timestep, the caption tokens and (VideoCrafter2) the fps.
+``x_t (b, 4, t, h, w)`` given the timestep, the caption tokens and (VideoCrafter1, kept by VideoCrafter2) the fps.
 VideoCrafter1 (arXiv 2310.19512, the denoising 3D U-Net) and VideoCrafter2 (arXiv
 2401.09047) start from Stable Diffusion's 2D U-Net and interleave *temporal* layers::
 
+    emb = time_embed(t) [+ fps_embed(fps)]                            # one vector per frame, to every ResBlock
     conv_in -> init_attn (temporal)                                   # per frame, then over time
     down:  [ResBlock(+temporal conv) -> SpatialTransformer -> TemporalTransformer] x N, Downsample
     mid:   ResBlock -> Spatial -> Temporal -> ResBlock
     up:    [concat skip -> ResBlock -> Spatial -> Temporal] x (N+1), Upsample
     out:   GroupNorm -> SiLU -> conv_out
+
+Every TemporalTransformer (``init_attn`` included) attends over the frames at each pixel,
+with the frame positions of ``temporal_position``: none (VideoCrafter2), Shaw relative
+(VideoCrafter1), rotary + T5 bias (LaVie) or the absolute sinusoid (AnimateDiff);
+see :mod:`vdlearn.models.unet.positions`.
 
 Everything spatial runs on frames folded into the batch, ``(b*t, c, h, w)``; the temporal
 layers look across frames. Remove the temporal layers and what is left is exactly an
@@ -35,7 +41,6 @@ from torch.utils.checkpoint import checkpoint
 
 from vdlearn.models.unet.attention import POSITION_KINDS
 from vdlearn.models.unet.embeddings import ScalarEmbedding
-from vdlearn.models.unet.layout import CaptionLayout
 from vdlearn.models.unet.resblock import (
     Downsample,
     GroupNorm32,
@@ -72,26 +77,23 @@ class UNetConfig:
     # --- conditioning -----------------------------------------------------------------
     context_dim: int | None = 1024  # width of the text tokens (OpenCLIP-H: 1024); None: no cross-
     #                                 attention input (attn2 becomes a second self-attention)
-    fps_cond: bool = True  # add an fps embedding to the timestep embedding (VideoCrafter2)
+    fps_cond: bool = True  # add an fps embedding to the timestep embedding (VideoCrafter1; VideoCrafter2 keeps it)
     image_cross_attention: bool = False  # VideoCrafter1 I2V: extra k/v for image tokens in attn2
     text_context_len: int = 77  # with image_cross_attention: how many leading context tokens are text
     image_cross_attention_scale: float = 1.0  # weight of the image branch of dual cross-attention
     # --- temporal layers --------------------------------------------------------------
-    temporal_conv: bool = True  # 4-stage Conv3d(3,1,1) block after every ResBlock (VideoCrafter2)
+    temporal_conv: bool = True  # 4-stage Conv3d(3,1,1) block after every ResBlock (VideoCrafter2 and VideoCrafter1 I2V)
     temporal_conv_dropout: float = 0.1  # dropout inside the temporal conv block
     temporal_attention: bool = True  # a TemporalTransformer after every SpatialTransformer
     temporal_transformer_depth: int = 1  # transformer blocks per temporal transformer
     init_temporal_attention: bool = True  # 'init_attn': a temporal transformer right after conv_in
     init_attention_heads: int = 8  # its heads (of head_channels each)
-    temporal_position: str = "none"  # "none" (VC2) | "relative" (Shaw, VC1) | "rope_bias" (LaVie)
+    temporal_position: str = "none"  # "none" (VC2) | "relative" (Shaw, VC1) | "rope_bias" (LaVie) | "absolute"
+    #                                   (AnimateDiff: the frame-index sinusoid added to the attention input)
     max_relative_distance: int = 16  # "relative": distances clipped to +-this (table of 2*16+1 rows)
     rotary_dim: int = 32  # "rope_bias": channels of each head that are rotated
     bias_buckets: int = 32  # "rope_bias": T5 distance buckets
     bias_max_distance: int = 32  # "rope_bias": distance at which the last bucket starts
-    # --- caption layout ---------------------------------------------------------------
-    caption_layout: tuple[int, int, int] | None = None  # (frames, h, w) of the latent: add a CaptionLayout
-    #                                                     after conv_in (layout.py); None: no layout path
-    caption_layout_rank: int = 4  # channels of the layout code at each position and frame
     # --- memory -----------------------------------------------------------------------
     gradient_checkpointing: bool = False  # recompute each stage's activations in backward: less memory,
     #                                       one extra forward pass per training step
@@ -113,12 +115,6 @@ class UNetConfig:
                 )
         if self.image_cross_attention and self.context_dim is None:
             raise ValueError("image_cross_attention needs a context_dim.")
-        if self.caption_layout is not None:
-            self.caption_layout = tuple(int(v) for v in self.caption_layout)
-            if len(self.caption_layout) != 3 or min(self.caption_layout) < 1:
-                raise ValueError(f"caption_layout must be (frames, height, width) of the latent, got {self.caption_layout}.")
-            if self.context_dim is None:
-                raise ValueError("caption_layout needs a caption: set context_dim.")
 
     @property
     def out_ch(self) -> int:
@@ -149,6 +145,14 @@ UNET_PRESETS: dict[str, UNetConfig] = {
     "toy": UNetConfig(
         model_channels=32, channel_mult=(1, 2, 4), num_res_blocks=1, attention_levels=(0, 1),
         head_channels=16, norm_groups=8, context_dim=64, init_attention_heads=2,
+    ),
+    # 0.36M parameters: notebook 03's unconditional denoiser of 32x32 RGB frames, (b, 3, 1, 32, 32).
+    # Image mode of the same class: no temporal layers, no fps, no text (context_dim=None: attn2 is a
+    # second self-attention); 16/32/32 wide, attention only at the 8x8 level and in the middle.
+    "toy_image": UNetConfig(
+        in_channels=3, model_channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, attention_levels=(2,),
+        head_channels=16, norm_groups=8, context_dim=None, fps_cond=False, temporal_conv=False,
+        temporal_attention=False, init_temporal_attention=False,
     ),
     # VideoCrafter2 text-to-video, 320x512 (configs/inference_t2v_512_v2.0.yaml)
     "videocrafter2_t2v_512": UNetConfig(),
@@ -241,9 +245,6 @@ class VideoUNet(nn.Module):
             nn.init.zeros_(self.fps_embed.linear_2.bias)
         in_ch = cfg.in_channels + cfg.concat_channels
         self.conv_in = nn.Conv2d(in_ch, cfg.model_channels, 3, padding=1)
-        self.caption_layout = (CaptionLayout(cfg.context_dim, cfg.model_channels, *cfg.caption_layout,
-                                             rank=cfg.caption_layout_rank)
-                               if cfg.caption_layout is not None else None)
         self.init_attn = (temporal(cfg.model_channels, heads=cfg.init_attention_heads)
                           if cfg.init_temporal_attention else None)
 
@@ -402,9 +403,7 @@ class VideoUNet(nn.Module):
             # memory order (b*t, h, w, c): per-pixel channel vectors are contiguous, which makes the
             # token reshapes of the transformers and temporal convs views instead of copies
             h = h.contiguous(memory_format=torch.channels_last)
-        h = self.conv_in(h)  # (b*t, model_channels, h, w)
-        if self.caption_layout is not None:
-            h = h + self._layout(x, context, num_images).to(h.dtype)  # (b*t, model_channels, h, w)
+        h = self.stem(h, x, context, num_images)  # (b*t, model_channels, h, w)
         if self.init_attn is not None:
             h = apply_to_video_frames(self.init_attn, h, t, num_images)
         skips = [h]
@@ -418,18 +417,10 @@ class VideoUNet(nn.Module):
         h = self.conv_out(F.silu(self.out_norm(h)))  # (b*t, c_out, h, w)
         return unfold_frames(h, t).contiguous()  # (b, c_out, t, h, w)
 
-    def _layout(self, x: torch.Tensor, context: torch.Tensor, num_images: int) -> torch.Tensor:
-        b, _, t, h, w = x.shape
-        want = self.caption_layout.frames, self.caption_layout.height, self.caption_layout.width
-        if (t, h, w) != want:
-            raise ValueError(f"This U-Net has a caption layout for latents of (frames, height, width) = {want}, "
-                             f"got {(t, h, w)}. Generate at that size, or build the U-Net with caption_layout=None.")
-        if num_images:
-            raise ValueError("The caption layout describes whole videos; it cannot run with images mixed in "
-                             "(num_images > 0) or in image mode (temporal=False).")
-        if context.shape[0] != b:
-            raise ValueError("The caption layout needs one caption per video, context (b, n, d); got a context per frame.")
-        return self.caption_layout(context)
+    def stem(self, h: torch.Tensor, x: torch.Tensor, context: torch.Tensor | None, num_images: int) -> torch.Tensor:
+        """``conv_in`` on the folded frames ``h (b*t, c_in, h, w)``; ``x`` and ``context`` are there for
+        subclasses that add to the stem (e.g. :class:`vdlearn.models.unet.layout.CaptionLayoutUNet`)."""
+        return self.conv_in(h)  # (b*t, model_channels, h, w)
 
     #: Memory layout of the activations: True channels-last, False contiguous, None automatic
     #: (channels-last on CPU, where it is measurably faster; contiguous elsewhere).

@@ -18,14 +18,14 @@ from vdlearn.models.vae.posterior import DiagonalGaussian
 from vdlearn.models.vae.temporal_decoder import TemporalDecoder, TemporalResBlock
 
 __all__ = [
-    "AutoencoderKL",
-    "VAEConfig",
     "PRESETS",
-    "Encoder",
+    "AutoencoderKL",
     "Decoder",
     "DiagonalGaussian",
+    "Encoder",
     "TemporalDecoder",
     "TemporalResBlock",
+    "VAEConfig",
     "load_toy_vae",
     "shipped_vae_path",
 ]

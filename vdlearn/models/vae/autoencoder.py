@@ -24,8 +24,9 @@ Taught in ``notebooks/02_latent_space.ipynb``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -73,7 +74,7 @@ class AutoencoderKL(nn.Module):
 
     # ----------------------------------------------------------------- construction
     @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> "AutoencoderKL":
+    def from_preset(cls, name: str, **overrides: Any) -> AutoencoderKL:
         """A randomly initialised autoencoder of a named preset (``sd``, ``toy32``, ...)."""
         return cls(VAEConfig.preset(name, **overrides))
 
@@ -99,7 +100,7 @@ class AutoencoderKL(nn.Module):
         module = self if part is None else getattr(self, part)
         return sum(p.numel() for p in module.parameters())
 
-    def with_temporal_decoder(self) -> "AutoencoderKL":
+    def with_temporal_decoder(self) -> AutoencoderKL:
         """A copy whose decoder has temporal layers, initialised so it decodes exactly like this one."""
         if self.is_temporal:
             raise ValueError("This autoencoder already has a temporal decoder.")
@@ -108,7 +109,7 @@ class AutoencoderKL(nn.Module):
         assert not unexpected and all(k.startswith("decoder.temporal.") for k in missing), (missing, unexpected)
         return video_vae
 
-    def per_frame(self) -> "AutoencoderKL":
+    def per_frame(self) -> AutoencoderKL:
         """A copy without the temporal layers (the spatial weights of this model, decoding frame by frame)."""
         vae = AutoencoderKL(self.config.replace(temporal_decoder=False)).to(self.device)
         own = {k: v for k, v in self.state_dict().items() if not k.startswith("decoder.temporal.")}
@@ -185,11 +186,25 @@ class AutoencoderKL(nn.Module):
         return batch_to_frames(out, t) if video else out
 
     def forward(
-        self, x: torch.Tensor, *, sample: bool = True, generator: torch.Generator | None = None
+        self, x: torch.Tensor, *, sample: bool = True, generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None, latent_offset: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, DiagonalGaussian]:
-        """Reconstruct ``x``: returns ``(reconstruction, posterior)`` (training uses both)."""
+        r"""Reconstruct ``x``: returns ``(reconstruction, posterior)`` (training uses both).
+
+        ``sample=True`` decodes a sample $z = \mu + \sigma\epsilon$, with $\epsilon$ = ``noise``
+        (shaped like the latents) or drawn from ``generator``; ``sample=False`` decodes the mean.
+        ``latent_offset`` (latent shape, *scaled* units) is added to $z$ before decoding: the
+        temporal decoder's fine-tuning perturbs the latents so (VideoGen, arXiv 2309.00398).
+        """
         posterior = self.encode(x)
-        z = posterior.sample(generator) if sample else posterior.mode()
+        if not sample:
+            z = posterior.mode()  # (b, z, [t,] h, w)
+        elif noise is not None:
+            z = posterior.mean + posterior.std * noise.to(posterior.mean)
+        else:
+            z = posterior.sample(generator)
+        if latent_offset is not None:
+            z = z + latent_offset.to(z) / self.config.scale_factor
         return self.decode(z), posterior
 
     def encode_latents(
@@ -232,7 +247,7 @@ class AutoencoderKL(nn.Module):
         return save_checkpoint(path, self.state_dict(), meta)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "AutoencoderKL":
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> AutoencoderKL:
         """Load a checkpoint written by :meth:`save` (the config comes from its json sidecar)."""
         state, meta = load_checkpoint(path, device="cpu")
         if meta.get("kind") != CHECKPOINT_KIND or "config" not in meta:
@@ -265,4 +280,4 @@ def load_toy_vae(name: str = "toy32", *, temporal: bool = False, device: str | t
     return AutoencoderKL.load(path, device=device)
 
 
-__all__ = ["AutoencoderKL", "load_toy_vae", "shipped_vae_path", "CHECKPOINT_KIND"]
+__all__ = ["CHECKPOINT_KIND", "AutoencoderKL", "load_toy_vae", "shipped_vae_path"]

@@ -115,7 +115,7 @@ class MidBlock(nn.Module):
         return self.res2(x)
 
 
-__all__ = ["group_norm", "ResnetBlock", "SelfAttention", "Downsample", "Upsample", "MidBlock"]
+__all__ = ["Downsample", "MidBlock", "ResnetBlock", "SelfAttention", "Upsample", "group_norm"]
 
 
 def frames_to_batch(x: torch.Tensor) -> torch.Tensor:
@@ -132,4 +132,4 @@ def batch_to_frames(x: torch.Tensor, num_frames: int) -> torch.Tensor:
     return x.reshape(n // num_frames, num_frames, c, h, w).permute(0, 2, 1, 3, 4)
 
 
-__all__ += ["frames_to_batch", "batch_to_frames"]
+__all__ += ["batch_to_frames", "frames_to_batch"]

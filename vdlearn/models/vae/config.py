@@ -76,7 +76,7 @@ class VAEConfig:
         f = self.downsample_factor
         return (self.z_channels, height // f, width // f)
 
-    def replace(self, **changes: Any) -> "VAEConfig":
+    def replace(self, **changes: Any) -> VAEConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
@@ -86,7 +86,7 @@ class VAEConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "VAEConfig":
+    def from_dict(cls, d: dict) -> VAEConfig:
         """Rebuild from :meth:`to_dict` output (e.g. a checkpoint's json sidecar)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
@@ -95,25 +95,25 @@ class VAEConfig:
         return cls(**d)
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "VAEConfig":
+    def preset(cls, name: str, **overrides: Any) -> VAEConfig:
         """A named preset (see :data:`PRESETS`), optionally with fields overridden."""
         if name not in PRESETS:
             raise KeyError(f"Unknown VAE preset {name!r}. Available: {sorted(PRESETS)}.")
         return cls(name=name, **{**PRESETS[name], **overrides})
 
 
-_SD_KL_F8 = dict(
-    base_channels=128,
-    channel_mult=(1, 2, 4, 4),
-    num_res_blocks=2,
-    mid_attention=True,
-    z_channels=4,
-    double_z=True,
-    norm_groups=32,
-    norm_eps=1e-6,
-    scale_factor=0.18215,
-    resolution=None,  # trained at 256/512 px but fully convolutional: any multiple of 8 works
-)
+_SD_KL_F8 = {
+    "base_channels": 128,
+    "channel_mult": (1, 2, 4, 4),
+    "num_res_blocks": 2,
+    "mid_attention": True,
+    "z_channels": 4,
+    "double_z": True,
+    "norm_groups": 32,
+    "norm_eps": 1e-6,
+    "scale_factor": 0.18215,
+    "resolution": None,  # trained at 256/512 px but fully convolutional: any multiple of 8 works
+}
 
 #: Named presets. Values are plain data; ``VAEConfig.preset(name)`` builds the dataclass.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -128,38 +128,38 @@ PRESETS: dict[str, dict[str, Any]] = {
     # norm_groups 4 keeps 4 channels per group at the top level, as SD does (128 channels / 32 groups).
     # scale_factor 1.0 is a placeholder: training measures 1/std of the latents and the
     # shipped checkpoint's config carries the measured value.
-    "toy32": dict(
-        base_channels=16,
-        channel_mult=(1, 2, 4),
-        num_res_blocks=1,
-        mid_attention=True,
-        z_channels=4,
-        norm_groups=4,
-        scale_factor=1.0,
-        resolution=32,
-    ),
+    "toy32": {
+        "base_channels": 16,
+        "channel_mult": (1, 2, 4),
+        "num_res_blocks": 1,
+        "mid_attention": True,
+        "z_channels": 4,
+        "norm_groups": 4,
+        "scale_factor": 1.0,
+        "resolution": 32,
+    },
     # 64x64 frames (the cascade's super-resolution stage) -> 16x16x4 latents, same network.
-    "toy64": dict(
-        base_channels=16,
-        channel_mult=(1, 2, 4),
-        num_res_blocks=1,
-        mid_attention=True,
-        z_channels=4,
-        norm_groups=4,
-        scale_factor=1.0,
-        resolution=64,
-    ),
+    "toy64": {
+        "base_channels": 16,
+        "channel_mult": (1, 2, 4),
+        "num_res_blocks": 1,
+        "mid_attention": True,
+        "z_channels": 4,
+        "norm_groups": 4,
+        "scale_factor": 1.0,
+        "resolution": 64,
+    },
     # Every piece at the smallest size: for unit tests and smoke runs (not for results).
-    "tiny": dict(
-        base_channels=8,
-        channel_mult=(1, 2),
-        num_res_blocks=1,
-        mid_attention=True,
-        z_channels=4,
-        norm_groups=4,
-        scale_factor=1.0,
-        resolution=None,
-    ),
+    "tiny": {
+        "base_channels": 8,
+        "channel_mult": (1, 2),
+        "num_res_blocks": 1,
+        "mid_attention": True,
+        "z_channels": 4,
+        "norm_groups": 4,
+        "scale_factor": 1.0,
+        "resolution": None,
+    },
 }
 
-__all__ = ["VAEConfig", "PRESETS"]
+__all__ = ["PRESETS", "VAEConfig"]

@@ -63,7 +63,7 @@ class DiagonalGaussian:
     def _sum_dims(self) -> list[int]:
         return list(range(1, self.mean.dim()))
 
-    def kl(self, other: "DiagonalGaussian | None" = None) -> torch.Tensor:
+    def kl(self, other: DiagonalGaussian | None = None) -> torch.Tensor:
         r"""KL(self || other) per batch element, shape ``(b,)``; ``other=None`` means $\mathcal N(0, I)$."""
         if self.deterministic:
             return torch.zeros(self.mean.shape[0], device=self.mean.device, dtype=self.mean.dtype)

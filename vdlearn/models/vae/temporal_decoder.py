@@ -122,4 +122,4 @@ class TemporalDecoder(Decoder):
         return list(self.temporal.parameters())
 
 
-__all__ = ["TemporalResBlock", "TemporalOutConv", "TemporalLayers", "TemporalDecoder"]
+__all__ = ["TemporalDecoder", "TemporalLayers", "TemporalOutConv", "TemporalResBlock"]
