@@ -138,17 +138,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "scale_factor": 1.0,
         "resolution": 32,
     },
-    # 64x64 frames (the cascade's super-resolution stage) -> 16x16x4 latents, same network.
-    "toy64": {
-        "base_channels": 16,
-        "channel_mult": (1, 2, 4),
-        "num_res_blocks": 1,
-        "mid_attention": True,
-        "z_channels": 4,
-        "norm_groups": 4,
-        "scale_factor": 1.0,
-        "resolution": 64,
-    },
     # Every piece at the smallest size: for unit tests and smoke runs (not for results).
     "tiny": {
         "base_channels": 8,
@@ -161,5 +150,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "resolution": None,
     },
 }
+# 64x64 frames (the cascade's super-resolution stage) -> 16x16x4 latents, same network.
+PRESETS["toy64"] = {**PRESETS["toy32"], "resolution": 64}
 
 __all__ = ["PRESETS", "VAEConfig"]
