@@ -155,7 +155,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     model = _load_t2v(args.checkpoint)
     if args.words:
-        from vdlearn.eval.listening import format_sensitivity, word_sensitivity
+        from vdlearn.eval.word_probe import format_sensitivity, word_sensitivity
 
         result = word_sensitivity(model, n=args.n, seed=args.seed)
         print(json.dumps(result, indent=2) if args.json else format_sensitivity(result))
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-references", action="store_true", help="skip the real-clip and VAE-reconstruction rows")
     e.add_argument("--words", action="store_true",
                    help="instead of generating, probe which caption words the model uses: the rise of its denoising "
-                        "loss on real clips when one word is swapped for a wrong one (vdlearn.eval.listening)")
+                        "loss on real clips when one word is swapped for a wrong one (vdlearn.eval.word_probe)")
     e.add_argument("--json", action="store_true", help="print the full report as json")
     e.set_defaults(func=cmd_eval)
 

@@ -6,7 +6,7 @@ expect before it has seen anything?"). For colour that mean is nearly the same i
 frame and at every place, and the U-Net's cross-attention learns it. For the direction of
 motion it is not: a clip that moves left starts right of centre and drifts left, so the
 mean depends on the frame *and* the position *and* the caption. Measured on the shipped
-toy model with :func:`vdlearn.eval.listening.first_guess`, the U-Net's first guesses for
+toy model with :func:`vdlearn.eval.word_probe.first_guess`, the U-Net's first guesses for
 "left" and "right" are 0.003 apart where the data's mean clips are 0.39 apart; it never
 learned that mean, and its clips move in a random direction.
 

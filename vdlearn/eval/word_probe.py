@@ -1,4 +1,4 @@
-r"""Which words does a text-to-video model listen to? The word-swap probe.
+r"""The word-ablation probe: which caption words does a text-to-video model use?
 
 Prompt adherence (:mod:`vdlearn.eval.generation`) says *whether* generated clips do
 what the prompt asks. This probe says *which words the model uses at all*, without
@@ -21,7 +21,7 @@ Swaps: direction and speed are replaced by their opposite (left <-> right, up <-
 slowly <-> quickly); object and colour by the next value of their list (3 -> 4,
 red -> green, the last wraps to the first).
 
-    >>> from vdlearn.eval.listening import word_sensitivity, format_sensitivity
+    >>> from vdlearn.eval.word_probe import word_sensitivity, format_sensitivity
     >>> print(format_sensitivity(word_sensitivity(model, n=128)))
 
 A second, sharper look at the noisiest step: the **first guess**. At $t \approx T$ the

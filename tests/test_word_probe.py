@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from vdlearn.data.captions import parse_caption
-from vdlearn.eval.listening import (
+from vdlearn.eval.word_probe import (
     PROBED,
     first_guess,
     format_sensitivity,
