@@ -56,10 +56,12 @@ def test_main_trains_and_writes_the_files(tmp_path):
 
 
 def test_main_reports_bad_arguments(tmp_path, capsys):
-    assert T.main(parse(["--temporal-decoder", "--steps", "1", "--out", str(tmp_path), "--quiet"])) == 1
+    from vdlearn.cli import main
+
+    assert main(["train", "vae", "--temporal-decoder", "--steps", "1", "--out", str(tmp_path), "--quiet"]) == 2
     assert "--vae" in capsys.readouterr().err
-    assert T.main(parse(["--resume", "--preset", "tiny", "--steps", "1", "--out", str(tmp_path / "x"),
-                         "--quiet"])) == 1
+    assert main(["train", "vae", "--resume", "--preset", "tiny", "--steps", "1", "--out", str(tmp_path / "x"),
+                 "--quiet"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
 
 
@@ -92,8 +94,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
     monkeypatch.setattr(T, "vae_loss", poisoned)
     out = tmp_path / "nan"
-    code = T.main(parse(["--preset", "tiny", "--steps", "6", "--out", str(out), "--batch-frames", "8",
-                         "--ckpt-every", "2", "--eval-clips", "0", "--quiet"]))
+    from vdlearn.cli import main
+
+    code = main(["train", "vae", "--preset", "tiny", "--steps", "6", "--out", str(out), "--batch-frames", "8",
+                 "--ckpt-every", "2", "--eval-clips", "0", "--quiet"])
     assert code == 2
     err = capsys.readouterr().err
     assert "nan at step 3" in err and "step 2" in err and "--lr" in err

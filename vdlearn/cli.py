@@ -10,7 +10,8 @@
     vdlearn eval --checkpoint runs/t2v/t2v.safetensors                    the judges' report on a model
     vdlearn eval --words                                                  which caption words the model uses
 
-Every subcommand has --help.
+Every subcommand has --help. A bad input is refused before any work starts, with one message
+and exit code 2 (``--debug`` or ``VDLEARN_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -32,6 +33,37 @@ TRAINERS = {
 }
 
 
+def _need(ok: bool, message: str) -> None:
+    """Refuse a bad input (an :class:`~vdlearn.io.InputError`: one message, exit code 2) before any work starts."""
+    from vdlearn.io import InputError
+
+    if not ok:
+        raise InputError(message)
+
+
+def _check_prompts(prompts: list[str], flag: str = "--prompt") -> None:
+    from vdlearn.data.captions import parse_caption
+
+    for p in prompts:
+        _need(bool(p.strip()), f"{flag} is empty; give a toy caption such as 'a red 3 moving left quickly'.")
+        parse_caption(p)  # unknown words and malformed captions fail here, with the vocabulary
+
+
+def _check_generation_args(args: argparse.Namespace, count: int) -> None:
+    """--n, --steps, --guidance, --seed, --fps of `sample` and `eval`."""
+    from vdlearn.io import check_seed
+
+    _need(args.n >= 1, f"--n {args.n}: give at least 1.")
+    _need(args.steps is None or args.steps >= 1, f"--steps {args.steps}: DDIM needs at least 1 step.")
+    _need(args.guidance is None or args.guidance >= 0,
+          f"--guidance {args.guidance}: the guidance scale must be >= 0 (1: no guidance, 0: the unconditional "
+          f"model; the default is the model's, 4).")
+    check_seed(args.seed, count, "--seed")
+    fps = getattr(args, "fps", None)
+    _need(fps is None or 1 <= fps <= 50, f"--fps {fps}: give a frame rate from 1 to 50 (a gif cannot play faster); "
+                                         f"the shipped model was trained at 4, 8 and 16.")
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
@@ -40,6 +72,10 @@ def cmd_world(args: argparse.Namespace) -> int:
     from vdlearn.data.world import ToyWorld, WorldConfig
     from vdlearn.viz import save_video
 
+    _need(args.n >= 1, f"--n {args.n}: give at least 1 clip.")
+    _need(args.start >= 0, f"--start {args.start}: clip indices start at 0.")
+    _need(args.frames is None or args.frames >= 1, f"--frames {args.frames}: give at least 1 frame.")
+    _need(args.scale >= 1, f"--scale {args.scale}: the upscaling factor is at least 1.")
     config = WorldConfig.preset(args.preset)
     if args.frames:
         from dataclasses import replace
@@ -70,26 +106,34 @@ def cmd_judge(args: argparse.Namespace) -> int:
     import torch
 
     from vdlearn.eval.judge import Judge
+    from vdlearn.io import read_json
     from vdlearn.viz import read_video
 
     files = [Path(f) for f in args.videos]
+    _need(args.fps is None or args.fps >= 1, f"--fps {args.fps}: give a positive frame rate.")
+    _need(args.size >= 1, f"--size {args.size}: give a frame size in pixels.")
+    if args.prompt is not None:
+        _check_prompts([args.prompt])
     by_name = {}
     if args.captions:
-        for rec in json.loads(Path(args.captions).read_text()):
-            by_name[rec["file"]] = rec
+        records = read_json(args.captions, "--captions file")
+        _need(isinstance(records, list) and all(isinstance(r, dict) and "file" in r for r in records),
+              f"--captions {args.captions}: expected a list of {{'file': ..., 'caption': ...}} records "
+              f"(the captions.json `vdlearn world` writes).")
+        by_name = {rec["file"]: rec for rec in records}
     videos, prompts, fps = [], [], []
     for f in files:
         video, file_fps = read_video(f, size=args.size)
         rec = by_name.get(f.name, {})
         prompt = args.prompt or rec.get("caption")
         if prompt is None:
-            raise SystemExit(f"No prompt for {f}: pass --prompt, or --captions with a captions.json that lists it.")
+            _need(False, f"No prompt for {f}: pass --prompt, or --captions with a captions.json that lists it.")
         videos.append(video)
         prompts.append(prompt)
         fps.append(args.fps or rec.get("fps") or (round(file_fps) if file_fps else 8))
     lengths = {v.shape[1] for v in videos}
     if len(lengths) != 1:
-        raise SystemExit(f"All videos must have the same number of frames to be judged together; got {sorted(lengths)}.")
+        _need(False, f"All videos must have the same number of frames to be judged together; got {sorted(lengths)}.")
     batch = torch.stack(videos)
     judge = Judge.load(args.judges)
     report = judge.adherence(batch, prompts, torch.tensor(fps), details=True)
@@ -110,10 +154,21 @@ def cmd_judge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_unseen_fps(model, fps: int | None) -> None:
+    from vdlearn.data.world import WorldConfig
+
+    seen = WorldConfig.preset(model.config.world).fps_choices
+    if fps is not None and fps not in seen:
+        print(f"warning: --fps {fps}: this model was trained at {', '.join(map(str, seen))} fps only; "
+              f"other values are extrapolation.", file=sys.stderr)
+
+
 def _load_t2v(checkpoint: str | None):
+    from vdlearn.io import checkpoint_path
     from vdlearn.pipelines.t2v import TextToVideo
 
     if checkpoint:
+        checkpoint = checkpoint_path(checkpoint, "--checkpoint")
         model = TextToVideo.load(checkpoint)
     else:  # the shipped base model of the course (data/t2v/README.md)
         model = TextToVideo.load_shipped("toy")
@@ -132,13 +187,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from vdlearn.eval.judge import Judge
     from vdlearn.viz import save_video
 
+    _check_prompts(args.prompt)
+    _check_generation_args(args, args.n)
+    _need(args.scale >= 1, f"--scale {args.scale}: the upscaling factor is at least 1.")
+    out = Path(args.out)
+    _need(out.suffix.lower() in (".mp4", ".gif"), f"--out {out}: write a .mp4 or a .gif file.")
     model = _load_t2v(args.checkpoint)
+    _warn_unseen_fps(model, args.fps)
     prompts = [p for p in args.prompt for _ in range(args.n)]
     seeds = [args.seed + i for _ in args.prompt for i in range(args.n)]
     videos = torch.cat([model.generate([p], seed=s, fps=args.fps, guidance_scale=args.guidance,
                                        num_steps=args.steps, progress=len(prompts) == 1)
                         for p, s in zip(prompts, seeds)]).cpu()  # (b, 3, t, h, w)
-    out = Path(args.out)
     fps = args.fps or model.config.default_fps
     verdicts = Judge.load().adherence(videos, prompts, fps, details=True)["clips"]
     for i, (video, prompt, seed, verdict) in enumerate(zip(videos, prompts, seeds, verdicts)):
@@ -153,6 +213,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from vdlearn.eval.generation import evaluate_t2v, format_report
 
+    _check_generation_args(args, 1)
     model = _load_t2v(args.checkpoint)
     if args.words:
         from vdlearn.eval.word_probe import format_sensitivity, word_sensitivity
@@ -176,6 +237,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vdlearn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (also: VDLEARN_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     w = sub.add_parser("world", help="render toy-world clips to gif/mp4 with their captions",
@@ -213,13 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "shipped data/t2v/toy.safetensors) and print what the judges see in each.")
     s.add_argument("--prompt", action="append", required=True,
                    help="a toy caption, e.g. 'a red 3 moving left quickly' (repeat for several)")
-    s.add_argument("--checkpoint", default=None, help="a t2v.safetensors from `vdlearn train t2v` (default: the shipped base model data/t2v/toy.safetensors, preset toy: VideoCrafter2's layout with absolute frame positions, trained at 4, 8 and 16 fps)")
+    s.add_argument("--checkpoint", default=None, help="a t2v.safetensors from `vdlearn train t2v` (default: the shipped base model data/t2v/toy.safetensors, preset toy: VideoCrafter2's layout, trained at 8 fps; data/t2v/README.md)")
     s.add_argument("--out", default="sample.mp4", help="output file, .mp4 (gif when no ffmpeg) or .gif")
     s.add_argument("--n", type=int, default=1, help="videos per prompt (seeds seed, seed+1, ...)")
     s.add_argument("--seed", type=int, default=0, help="noise seed: the same seed and prompt give the same video")
     s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
     s.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the model's, 50)")
-    s.add_argument("--fps", type=int, default=None, help="frame rate to condition on: 4, 8 or 16 for the shipped model (default: the model's, 8)")
+    s.add_argument("--fps", type=int, default=None, help="frame rate to condition on (default: the model's, 8; the shipped toy model was trained at 8 fps only)")
     s.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling of the written file (default 4)")
     s.set_defaults(func=cmd_sample)
 
@@ -227,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Generate clips for prompts with training and held-out attribute combinations and "
                                    "print prompt adherence, picture quality, flicker and Frechet distances to clean "
                                    "and to low-quality real clips, beside the same figures for real clips.")
-    e.add_argument("--checkpoint", default=None, help="a t2v.safetensors from `vdlearn train t2v` (default: the shipped base model data/t2v/toy.safetensors, preset toy: VideoCrafter2's layout with absolute frame positions, trained at 4, 8 and 16 fps)")
+    e.add_argument("--checkpoint", default=None, help="a t2v.safetensors from `vdlearn train t2v` (default: the shipped base model data/t2v/toy.safetensors, preset toy: VideoCrafter2's layout, trained at 8 fps; data/t2v/README.md)")
     e.add_argument("--n", type=int, default=256, help="prompts per set (default 256)")
     e.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
     e.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
@@ -254,17 +316,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _resume_command(argv: list[str], err) -> str:
+    """The command that continues a diverged run from its last good checkpoint at a tenth of the rate."""
+    lr_flag = "--peak-lr" if "--peak-lr" in " ".join(argv) else "--lr"
+    words, skip = [], False
+    for w in argv:
+        if skip:
+            skip = False
+        elif w == lr_flag:
+            skip = True
+        elif not w.startswith(lr_flag + "=") and w not in ("--resume", "--allow-changed-settings"):
+            words.append(w)
+    extra = ["--resume", "--allow-changed-settings"] if err.checkpoint is not None else []
+    return " ".join(["vdlearn", *words, *extra, lr_flag, f"{err.lr / 10:g}"])
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a user error or a diverged run prints one message and returns 2 (no traceback)."""
     from vdlearn.training.trainer import TrainingDiverged
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError, TrainingDiverged) as err:  # say it, no traceback
-        if os.environ.get("VDLEARN_DEBUG"):
+    except (ValueError, FileNotFoundError, KeyError, TrainingDiverged) as err:  # InputError is a ValueError
+        if args.debug or os.environ.get("VDLEARN_DEBUG"):
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"vdlearn {args.command}: error: {message}\n(set VDLEARN_DEBUG=1 for the traceback)", file=sys.stderr)
+        if isinstance(err, TrainingDiverged) and args.command == "train":
+            message = f"{message}\nFor example: {_resume_command(argv, err)}"
+        print(f"vdlearn {args.command}: error: {message}\n(--debug or VDLEARN_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
         return 2
 
 

@@ -161,8 +161,32 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[torch.Tensor,
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"No video file at {path}.")
-    fps = None
+    from vdlearn.io import InputError
+
+    if path.stat().st_size == 0:
+        raise InputError(f"The video file {path} is empty (0 bytes).")
     suffix = path.suffix.lower()
+    if suffix not in (".gif", ".mp4", ".npy", ".pt"):
+        raise InputError(f"Cannot read {path.name!r}: use .gif, .mp4, .npy or .pt.")
+    try:
+        video, fps = _read_video_file(path, suffix)
+    except Exception as err:  # a truncated or mislabelled file: name it
+        raise InputError(f"Cannot read the video file {path} ({type(err).__name__}: {str(err)[:200]}); it may be "
+                         f"truncated or not a {suffix} file.") from err
+    if video.ndim != 4 or video.shape[0] != 3:
+        raise InputError(f"{path.name} does not hold an RGB video; got shape {tuple(video.shape)}.")
+    h, w = video.shape[-2:]
+    if size is not None and (h != w or h % size):  # only a display scale (an integer factor) is undone
+        raise InputError(f"{path} has frames of {w}x{h} px; resizing them to {size}x{size} would distort them. "
+                         f"Give square frames of {size} px or a multiple of it (a file written with --scale), "
+                         f"or another size (--size of `vdlearn judge`).")
+    if size is not None and h != size:
+        video = torch.nn.functional.interpolate(video.transpose(0, 1), size=(size, size), mode="area").transpose(0, 1)
+    return video.contiguous(), fps
+
+
+def _read_video_file(path: Path, suffix: str) -> tuple[torch.Tensor, float | None]:
+    fps = None
     if suffix == ".gif":
         from PIL import Image, ImageSequence
 
@@ -180,19 +204,13 @@ def read_video(path: str | Path, size: int | None = None) -> tuple[torch.Tensor,
         frames = np.stack([np.frombuffer(f, dtype=np.uint8).reshape(h, w, 3) for f in reader]).astype(np.float32) / 255
         fps = meta.get("fps")
         video = torch.from_numpy(frames).permute(3, 0, 1, 2) * 2 - 1
-    elif suffix in (".npy", ".pt"):
+    else:  # .npy or .pt
         arr = torch.load(path, weights_only=True, map_location="cpu") if suffix == ".pt" else torch.from_numpy(np.load(path))
         arr = arr.float()
         if arr.ndim == 4 and arr.shape[-1] == 3:  # (t, h, w, 3) in [0, 1]
             arr = arr.permute(3, 0, 1, 2) * 2 - 1
         video = arr
-    else:
-        raise ValueError(f"Cannot read {path.name!r}: use .gif, .mp4, .npy or .pt.")
-    if video.ndim != 4 or video.shape[0] != 3:
-        raise ValueError(f"{path.name} does not hold an RGB video; got shape {tuple(video.shape)}.")
-    if size is not None and video.shape[-1] != size:
-        video = torch.nn.functional.interpolate(video.transpose(0, 1), size=(size, size), mode="area").transpose(0, 1)
-    return video.contiguous(), fps
+    return video, fps
 
 
 def frame_strip(video, every: int = 1, ax=None, title: str | None = None):

@@ -32,7 +32,7 @@ from vdlearn.eval.networks import (
 from vdlearn.eval.quality import quality
 from vdlearn.eval.temporal import background_flicker, flicker
 from vdlearn.eval.tracker import track
-from vdlearn.io import data_dir, load_checkpoint, load_state_dict_checked
+from vdlearn.io import InputError, data_dir, load_checkpoint, load_state_dict_checked
 
 
 def _check_videos(videos: torch.Tensor) -> torch.Tensor:
@@ -42,8 +42,14 @@ def _check_videos(videos: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"The judges expect videos (b, 3, t, h, w) or images (b, 3, h, w) in [-1, 1]; got shape {tuple(videos.shape)}."
         )
+    if videos.numel() == 0:
+        raise InputError(f"No videos to judge (shape {tuple(videos.shape)}).")
     if not torch.isfinite(videos).all():
-        raise ValueError("The videos contain NaN or inf values; the judges cannot score them.")
+        raise InputError("The videos contain NaN or inf values; the judges cannot score them.")
+    lo, hi = float(videos.min()), float(videos.max())
+    if lo < -1.05 or hi > 1.05:  # a little overshoot (an unclamped decoder) is tolerated, other scales are not
+        raise InputError(f"The judges read videos with values in [-1, 1]; these span [{lo:.4g}, {hi:.4g}]. Scale "
+                         f"them first: x / 127.5 - 1 for values in [0, 255], x * 2 - 1 for values in [0, 1].")
     return videos.float()
 
 

@@ -143,25 +143,28 @@ def trainer_config(steps: int, lr: float = 2e-3, seed: int = 0, device: str = "a
 
 
 def _train(which: str, steps: int, seed: int, lr: float, device: str, progress: bool, out: str | Path | None,
-           resume: bool) -> torch.nn.Module:
+           resume: bool, allow_changed_settings: bool = False) -> torch.nn.Module:
     model, task = judge_task(which, seed)
     with tempfile.TemporaryDirectory() as scratch:  # without ``out`` the training states are thrown away
         trainer = Trainer(model, task, trainer_config(steps, lr, seed, device), out or scratch, progress=progress,
-                          name="attribute classifier" if which == "classifier" else "video feature net")
+                          name="attribute classifier" if which == "classifier" else "video feature net",
+                          allow_changed_settings=allow_changed_settings)
         trainer.fit(resume=resume)
     return model.eval()
 
 
 def train_classifier(steps: int = 1500, seed: int = 0, lr: float = 2e-3, device="auto", progress: bool = True,
-                     out: str | Path | None = None, resume: bool = False) -> AttributeClassifier:
+                     out: str | Path | None = None, resume: bool = False,
+                     allow_changed_settings: bool = False) -> AttributeClassifier:
     """Train the per-frame :class:`AttributeClassifier` (training states in ``out``); returns it in eval mode."""
-    return _train("classifier", steps, seed, lr, device, progress, out, resume)
+    return _train("classifier", steps, seed, lr, device, progress, out, resume, allow_changed_settings)
 
 
 def train_feature_net(steps: int = 800, seed: int = 0, lr: float = 2e-3, device="auto", progress: bool = True,
-                      out: str | Path | None = None, resume: bool = False) -> VideoFeatureNet:
+                      out: str | Path | None = None, resume: bool = False,
+                      allow_changed_settings: bool = False) -> VideoFeatureNet:
     """Train the :class:`VideoFeatureNet` (features for the Frechet distance); returns it in eval mode."""
-    return _train("features", steps, seed, lr, device, progress, out, resume)
+    return _train("features", steps, seed, lr, device, progress, out, resume, allow_changed_settings)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -170,6 +173,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/judges"),
                         help="folder of the training states, one subfolder per network (default: runs/judges)")
     parser.add_argument("--resume", action="store_true", help="continue both networks exactly from --runs")
+    parser.add_argument("--allow-changed-settings", action="store_true",
+                        help="with --resume: continue although settings differ from the checkpoints' (recorded)")
     parser.add_argument("--classifier-steps", type=int, default=d.classifier_steps,
                         help="training steps of the attribute classifier")
     parser.add_argument("--feature-steps", type=int, default=d.feature_steps,
@@ -190,10 +195,10 @@ def main(args: argparse.Namespace) -> int:
     command = reproduce_command("vdlearn train judges", cfg, out, first=("classifier_steps", "feature_steps", "seed"))
     t0 = time.time()
     clf = train_classifier(cfg.classifier_steps, cfg.seed, cfg.lr, cfg.device, out=args.runs / "attribute_classifier",
-                           resume=args.resume)
+                           resume=args.resume, allow_changed_settings=args.allow_changed_settings)
     t1 = time.time()
     feat = train_feature_net(cfg.feature_steps, cfg.seed, cfg.lr, cfg.device, out=args.runs / "video_features",
-                             resume=args.resume)
+                             resume=args.resume, allow_changed_settings=args.allow_changed_settings)
     t2 = time.time()
     judge = Judge(clf.cpu(), feat.cpu())
     metrics = evaluate_judges(judge, n=cfg.eval_clips)

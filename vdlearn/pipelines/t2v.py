@@ -36,6 +36,8 @@ from vdlearn.data.captions import parse_caption
 from vdlearn.diffusion import NoiseSchedule, Sampler, SamplerConfig, sample
 from vdlearn.io import (
     CheckpointMismatchError,
+    InputError,
+    check_seed,
     data_dir,
     load_checkpoint,
     load_state_dict_checked,
@@ -104,7 +106,9 @@ class T2VConfig:
 #: 4, 8 and 16 fps, ``toy32_8f_fps``, without dropout in the temporal convolutions):
 #: ``toy_abspos``: ``toy``'s VideoCrafter2 layout with *absolute* frame positions in temporal attention,
 #: as AnimateDiff's motion module adds them; ``toy_vc2_fps``: the same without positions (VideoCrafter2
-#: exactly); ``toy_rope``: LaVie's rotary positions plus T5 bias.
+#: exactly); ``toy_rope``: LaVie's rotary positions plus T5 bias; ``toy_latte_pos``: ``toy_abspos`` plus
+#: Latte's 2-D sin-cos positions in every spatial transformer (placing them in a U-Net is vdlearn's
+#: own); ``toy_layout_fps``: ``toy_vc2_fps`` plus the caption layout (vdlearn's own), trained from scratch.
 T2V_PRESETS: dict[str, T2VConfig] = {
     "toy": T2VConfig(),
     "toy_vc1": T2VConfig(name="toy_vc1", unet_overrides={"temporal_conv": False, "temporal_position": "relative"}),
@@ -127,6 +131,10 @@ _FPS_WORLD = {"world": "toy32_8f_fps"}
 T2V_PRESETS["toy_abspos"] = T2VConfig(name="toy_abspos", unet_overrides={"temporal_position": "absolute",
                                                                         "temporal_conv_dropout": 0.0}, **_FPS_WORLD)
 T2V_PRESETS["toy_vc2_fps"] = T2VConfig(name="toy_vc2_fps", unet_overrides={"temporal_conv_dropout": 0.0}, **_FPS_WORLD)
+T2V_PRESETS["toy_latte_pos"] = T2VConfig(name="toy_latte_pos", unet_overrides={
+    "temporal_position": "absolute", "spatial_position": "absolute", "temporal_conv_dropout": 0.0}, **_FPS_WORLD)
+T2V_PRESETS["toy_layout_fps"] = T2VConfig(name="toy_layout_fps", unet_overrides={
+    "temporal_conv_dropout": 0.0, "caption_layout": (8, 8, 8)}, **_FPS_WORLD)
 T2V_PRESETS["toy_rope"] = T2VConfig(name="toy_rope", unet_overrides={"temporal_position": "rope_bias", "rotary_dim": 16,
                                                                     "temporal_conv_dropout": 0.0}, **_FPS_WORLD)
 
@@ -208,12 +216,15 @@ class TextToVideo(nn.Module):
             fps = fps.expand(b)
         if fps.shape != (b,):
             raise ValueError(f"Give one fps for all prompts or one per prompt; got {fps.numel()} for {b} prompts.")
+        if (fps <= 0).any():
+            raise InputError(f"fps must be positive frame rates; got {fps.tolist()}.")
         return fps
 
     def initial_noise(self, n: int, seed: int = 0) -> torch.Tensor:
         """``(n, 4, t, h, w)`` starting noise; clip ``i`` uses seed ``seed + i``, so a clip does not
         depend on which other prompts share its batch."""
         shape = self.config.latent_shape
+        check_seed(seed, n)
         return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed + i)) for i in range(n)])
 
     @torch.no_grad()
@@ -246,6 +257,13 @@ class TextToVideo(nn.Module):
         cfg = self.config
         w = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
         steps = cfg.num_steps if num_steps is None else int(num_steps)
+        if steps < 1:
+            raise InputError(f"num_steps must be at least 1 DDIM step; got {steps}.")
+        if w < 0:
+            import warnings
+
+            warnings.warn(f"guidance_scale {w} < 0 steers away from the prompt (1: no guidance, 0: unconditional).",
+                          stacklevel=2)
         sampler_cfg = sampler if isinstance(sampler, SamplerConfig) else SamplerConfig.preset(
             sampler or cfg.sampler, num_steps=steps, guidance_scale=w)
         device = self.device

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +54,6 @@ from vdlearn.models.unet import UNetConfig, VideoUNet
 from vdlearn.training.trainer import (
     Trainer,
     TrainerConfig,
-    TrainingDiverged,
     add_loop_arguments,
 )
 
@@ -208,7 +206,8 @@ def load_image_denoiser(path: str | Path | None = None,
 
 # ============================================================================== the run
 def train_image_denoiser(cfg: ImageDenoiserTrainConfig, out: str | Path, resume: bool = False,
-                         stop_at: int | None = None, progress: bool = True) -> VideoUNet:
+                         stop_at: int | None = None, progress: bool = True,
+                         allow_changed_settings: bool = False) -> VideoUNet:
     """Train ``cfg`` and write ``OUT/denoiser.safetensors`` (the EMA weights); returns them, ``.meta`` attached.
 
     ``resume`` continues exactly from ``OUT/checkpoint.safetensors``; ``stop_at`` ends early at
@@ -218,7 +217,8 @@ def train_image_denoiser(cfg: ImageDenoiserTrainConfig, out: str | Path, resume:
     commit = git_commit()  # the code that trains, recorded before the working tree can change
     model, task = image_denoiser_task(cfg)
     trainer = Trainer(model, task, trainer_config(cfg), out, progress=progress, name="image denoiser",
-                      run_info={"image_denoiser_train_config": cfg.to_dict()})
+                      run_info={"image_denoiser_train_config": cfg.to_dict()},
+                      allow_changed_settings=allow_changed_settings)
     cpu0 = time.process_time()
     trainer.fit(resume=resume, stop_at=stop_at)
     cpu_seconds = time.process_time() - cpu0  # this invocation's CPU time (wall time is trainer.seconds)
@@ -235,7 +235,8 @@ def train_image_denoiser(cfg: ImageDenoiserTrainConfig, out: str | Path, resume:
                                                     cfg.eval_frames, cfg.world, cfg.world_seed)
     path = save_image_denoiser(
         out / "denoiser.safetensors", final, task.schedule, metrics=metrics, commit=commit,
-        command=reproduce_command("vdlearn train denoiser", cfg, out), train_config=cfg.to_dict(),
+        command=trainer.honest_command(reproduce_command("vdlearn train denoiser", cfg, out)),
+        train_config=cfg.to_dict(), settings_history=trainer.settings_history,
         training={"train_minutes": round(trainer.seconds / 60, 2), "cpu_minutes": round(cpu_seconds / 60, 2),
                   "resumed": resume, "device": str(trainer.accelerator.device),
                   "processes": trainer.accelerator.num_processes, "threads": torch.get_num_threads(),
@@ -264,14 +265,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """``vdlearn train denoiser ...``: returns 0 on success, 2 on a NaN/inf loss."""
+    """``vdlearn train denoiser ...``: returns 0 on success (``vdlearn`` reports errors and exits with 2)."""
     fields = {f.name for f in dataclasses.fields(ImageDenoiserTrainConfig)}
     cfg = ImageDenoiserTrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    try:
-        model = train_image_denoiser(cfg, args.out, resume=args.resume, progress=not args.quiet)
-    except TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    model = train_image_denoiser(cfg, args.out, resume=args.resume, progress=not args.quiet,
+                                 allow_changed_settings=args.allow_changed_settings)
     print(f"wrote {Path(args.out) / 'denoiser.safetensors'}")
     heldout = model.meta["metrics"].get("heldout")
     if heldout:

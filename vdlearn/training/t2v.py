@@ -39,14 +39,21 @@ import torch
 
 from vdlearn.diffusion import diffusion_loss, sample_timesteps
 from vdlearn.io import (
+    InputError,
     artifact_meta,
     git_commit,
     load_checkpoint,
+    lock_folder,
     reproduce_command,
     save_checkpoint,
 )
 from vdlearn.pipelines.t2v import T2VConfig, TextToVideo
-from vdlearn.training.trainer import Trainer, TrainerConfig, append_csv_row
+from vdlearn.training.trainer import (
+    Trainer,
+    TrainerConfig,
+    append_csv_row,
+    check_trainer_config,
+)
 
 
 @dataclass
@@ -215,10 +222,23 @@ def quick_adherence(model: TextToVideo, n: int = 64, num_steps: int = 25, guidan
 
 
 def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: int | None = None,
-          progress: bool = True, command: str | None = None) -> dict:
-    """Run ``cfg``; returns the final json sidecar (also written to ``OUT/t2v.json``)."""
+          progress: bool = True, command: str | None = None, allow_changed_settings: bool = False) -> dict:
+    """Run ``cfg``; returns the final json sidecar (also written to ``OUT/t2v.json``).
+
+    ``resume`` refuses a checkpoint written with other settings unless ``allow_changed_settings``.
+    """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    tcfg = check_trainer_config(TrainerConfig(
+        steps=cfg.steps, lr=cfg.lr, warmup=cfg.warmup, min_lr_ratio=cfg.min_lr_ratio, grad_clip=cfg.grad_clip,
+        ema_decay=cfg.ema_decay, mixed_precision=cfg.mixed_precision, ckpt_every=cfg.ckpt_every,
+        sample_every=cfg.sample_every, seed=cfg.seed, device=cfg.device, log_every=10,
+    ))  # bad settings are refused before the latent cache is built
+    for name in ("batch_size", "cache_clips"):
+        if getattr(cfg, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: give at least 1.")
+    if resume and not (out / "checkpoint.safetensors").exists():
+        raise FileNotFoundError(f"--resume: no checkpoint at {out / 'checkpoint.safetensors'}; start without --resume.")
+    lock_folder(out)  # a folder in use by a live run is refused before any work
     commit = git_commit()  # the code that trains, recorded now (the working tree may change during a long run)
     torch.manual_seed(cfg.seed)
     model = TextToVideo(T2VConfig.preset(cfg.preset))
@@ -227,11 +247,6 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
     cache = latent_cache(model, cfg, out, progress)
     cache_seconds = time.time() - t_cache
     task = T2VTask(model, cache, cfg.batch_size, cfg.cond_drop, cfg.high_noise_share, cfg.high_noise_from)
-    tcfg = TrainerConfig(
-        steps=cfg.steps, lr=cfg.lr, warmup=cfg.warmup, min_lr_ratio=cfg.min_lr_ratio, grad_clip=cfg.grad_clip,
-        ema_decay=cfg.ema_decay, mixed_precision=cfg.mixed_precision, ckpt_every=cfg.ckpt_every,
-        sample_every=cfg.sample_every, seed=cfg.seed, device=cfg.device, log_every=10,
-    )
     prompts = ["a red 3 moving left quickly", "a blue circle moving up slowly", "a green 7 moving right quickly",
                "a white square moving down slowly"]
 
@@ -242,7 +257,8 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
 
     run_info = {"t2v_train_config": cfg.to_dict()}
     trainer = Trainer(model, task, tcfg, out, sample_fn=sample_fn, progress=progress, run_info=run_info,
-                      lr_scales={name: cfg.fresh_lr_scale for name in fresh})
+                      lr_scales={name: cfg.fresh_lr_scale for name in fresh},
+                      allow_changed_settings=allow_changed_settings)
     if resume:
         trainer.load()
         trainer._truncate_log()
@@ -294,7 +310,8 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
         metrics["eval"] = evaluate_t2v(final, n=cfg.eval_n, num_steps=cfg.eval_steps, progress=progress)
     meta = artifact_meta(
         config={"train": cfg.to_dict(), "t2v": model.config.to_dict()}, metrics=metrics,
-        command=command or reproduce_command("vdlearn train t2v", cfg, out), commit=commit,
+        command=trainer.honest_command(command or reproduce_command("vdlearn train t2v", cfg, out)), commit=commit,
+        settings_history=trainer.settings_history,
         training={"train_minutes": round(train_seconds / 60, 2), "latent_cache_minutes": round(cache_seconds / 60, 2),
                   "device": str(trainer.accelerator.device), "processes": trainer.accelerator.num_processes,
                   "threads": torch.get_num_threads(), "init": cfg.init or None,
@@ -330,6 +347,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "tiny_layout (seconds-long demos)")
     p.add_argument("--out", required=True, help="output folder: checkpoint.safetensors, log.csv, t2v.safetensors")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.safetensors")
+    p.add_argument("--allow-changed-settings", action="store_true",
+                   help="with --resume: continue although settings differ from the checkpoint's (recorded)")
     for f in dataclasses.fields(T2VTrainConfig):
         if f.name == "preset":
             continue
@@ -343,7 +362,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     fields = {f.name for f in dataclasses.fields(T2VTrainConfig)}
     cfg = T2VTrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    meta = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    meta = train(cfg, args.out, resume=args.resume, progress=not args.quiet,
+                 allow_changed_settings=args.allow_changed_settings)
     ev = meta.get("metrics", {}).get("eval")
     print(f"wrote {Path(args.out) / 't2v.safetensors'}")
     if ev:

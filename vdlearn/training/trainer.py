@@ -20,7 +20,11 @@ What the loop does, once for all of them:
 * a CSV log (and TensorBoard when it is installed), a tqdm progress bar, sample
   videos at intervals;
 * a NaN or inf loss stops training with :class:`TrainingDiverged`; the last good
-  checkpoint is kept.
+  checkpoint (finite loss *and* finite weights) is kept;
+* runs that cannot be mixed: ``--resume`` refuses a checkpoint written with other
+  settings (listing them) unless ``allow_changed_settings``, which records the change in
+  the checkpoint's ``settings_history``; the weights and their json are one atomic file
+  (:func:`vdlearn.io.save_checkpoint`); a live run's folder is locked (``OUT/.lock``).
 
 Why the randomness lives in the task's ``batch`` and not in ``loss``: the noise and
 timesteps of the *global* batch are drawn once and then sharded, so two processes
@@ -50,10 +54,13 @@ from tqdm.auto import tqdm
 
 from vdlearn.data.rng import integer_seed
 from vdlearn.io import (
+    InputError,
     load_checkpoint,
     load_state_dict_checked,
+    lock_folder,
     save_checkpoint,
     to_jsonable,
+    unlock_folder,
 )
 
 
@@ -61,7 +68,42 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the step and the last good checkpoint.
 
     The one divergence error of the course: every task trains through :class:`Trainer`.
+    ``step``, ``lr`` (the peak learning rate) and ``checkpoint`` (the last good one, or None)
+    let the command line print the exact command that resumes with a lower rate.
     """
+
+    def __init__(self, message: str, step: int = 0, lr: float = 0.0, checkpoint: Path | None = None):
+        super().__init__(message)
+        self.step, self.lr, self.checkpoint = step, lr, checkpoint
+
+
+#: Settings a resumed run may change freely: the run's length and its bookkeeping, not its recipe.
+FREE_SETTINGS = ("steps", "ckpt_every", "log_every", "sample_every", "device", "eval_clips", "eval_n", "eval_steps",
+                 "eval_every", "eval_every_n", "target")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def changed_settings(saved: dict, now: dict) -> dict[str, list]:
+    """``{setting: [old, new]}`` for every setting of ``now`` that differs from ``saved`` (nested dicts
+    are compared leaf by leaf; a setting is named by its last part, so the same change seen in two
+    places is listed once). :data:`FREE_SETTINGS` are not compared."""
+    a, b = _flatten(json.loads(json.dumps(to_jsonable(saved)))), _flatten(json.loads(json.dumps(to_jsonable(now))))
+    changes: dict[str, list] = {}
+    for key in sorted(set(a) | set(b), key=lambda k: (k.count("."), k)):
+        name = key.rsplit(".", 1)[-1]
+        if name in FREE_SETTINGS or a.get(key) == b.get(key) or changes.get(name) == [a.get(key), b.get(key)]:
+            continue
+        changes[name if name not in changes else key] = [a.get(key), b.get(key)]
+    return changes
 
 
 class TrainingTask(Protocol):
@@ -96,6 +138,28 @@ class TrainerConfig:
     device: str = "auto"  # "auto", "cpu", "cuda" or "mps" (multi-GPU: use accelerate launch)
 
 
+def check_trainer_config(cfg: TrainerConfig) -> TrainerConfig:
+    """Refuse settings the loop cannot run (an :class:`~vdlearn.io.InputError` naming the flag) before any work."""
+    problems = [
+        f"--steps {cfg.steps}: give at least 1" if cfg.steps < 1 else "",
+        f"--lr {cfg.lr}: give a positive learning rate" if not (math.isfinite(cfg.lr) and cfg.lr > 0) else "",
+        f"--warmup {cfg.warmup}: give 0 or more steps" if cfg.warmup < 0 else "",
+        f"--grad-clip {cfg.grad_clip}: give 0 (off) or a positive norm" if not cfg.grad_clip >= 0 else "",
+        f"--ckpt-every {cfg.ckpt_every}: give at least 1" if cfg.ckpt_every < 1 else "",
+        f"--log-every {cfg.log_every}: give at least 1" if cfg.log_every < 1 else "",
+        f"--sample-every {cfg.sample_every}: give 0 (never) or more" if cfg.sample_every < 0 else "",
+        f"--ema-decay {cfg.ema_decay}: give a value in [0, 1)" if not 0 <= cfg.ema_decay < 1 else "",
+        f"--mixed-precision {cfg.mixed_precision!r}: give auto, bf16, fp16 or no"
+        if cfg.mixed_precision not in ("auto", "bf16", "fp16", "no") else "",
+        f"--device {cfg.device!r}: give auto, cpu, cuda or mps"
+        if cfg.device.split(":")[0] not in ("auto", "cpu", "cuda", "mps") else "",
+    ]
+    problems = [p for p in problems if p]
+    if problems:
+        raise InputError("Cannot train with these settings: " + "; ".join(problems) + ".")
+    return cfg
+
+
 def learning_rate(step: int, cfg: TrainerConfig) -> float:
     """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio``."""
     if step < cfg.warmup:
@@ -113,6 +177,8 @@ def add_loop_arguments(parser: argparse.ArgumentParser, defaults, lr_help: str =
     """
     parser.add_argument("--out", required=True, help="output folder: checkpoint.safetensors, log.csv, the model")
     parser.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.safetensors")
+    parser.add_argument("--allow-changed-settings", action="store_true",
+                        help="with --resume: continue although settings differ from the checkpoint's (recorded)")
     parser.add_argument("--steps", type=int, default=defaults.steps,
                         help="optimisation steps (a resumed run continues up to this number)")
     parser.add_argument("--lr", type=float, default=defaults.lr, help=lr_help)
@@ -205,16 +271,19 @@ class Trainer:
         self, model: torch.nn.Module, task: TrainingTask, config: TrainerConfig, out_dir: str | Path,
         sample_fn: Callable[[torch.nn.Module, int], dict] | None = None, progress: bool = True,
         run_info: dict | None = None, lr_scales: dict[str, float] | None = None, name: str = "training",
+        allow_changed_settings: bool = False,
     ):
         from accelerate import Accelerator
 
-        self.config = config
+        self.config = check_trainer_config(config)
         self.task = task
         self.out = Path(out_dir)
         self.sample_fn = sample_fn
         self.progress = progress
         self.name = name  # the progress bar's label
         self.run_info = dict(run_info or {})
+        self.allow_changed_settings = allow_changed_settings  # --resume may continue with other settings
+        self.settings_history: list[dict] = []  # the changes of settings of every resume that allowed them
         mp = config.mixed_precision
         if mp == "auto":
             mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
@@ -252,26 +321,36 @@ class Trainer:
         return self.out / "checkpoint.safetensors"
 
     def save(self) -> Path | None:
-        """Write the full training state (main process only)."""
+        """Write the full training state (main process only); never weights that are not finite."""
         self.accelerator.wait_for_everyone()
+        model = self.accelerator.unwrap_model(self.model)
+        weights = list(model.state_dict().values()) + (list(self.ema.shadow.values()) if self.ema else [])
+        bad = next((float(v.float().sum()) for v in weights
+                    if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+        if bad is not None:  # a finite loss can still leave inf/NaN weights behind (an inf gradient)
+            raise self._diverged(bad, self.step - 1, learning_rate(self.step - 1, self.config), what="weights")
         self._last_saved = self.step
         if not self.accelerator.is_main_process:
             return None
-        model = self.accelerator.unwrap_model(self.model)
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         if self.ema is not None:
             tensors.update({f"ema.{k}": v for k, v in self.ema.shadow.items()})
         opt_tensors, opt_meta = _flatten_optimizer(self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer)
         tensors.update(opt_tensors)
         meta = {"kind": "training_state", "step": self.step, "config": asdict(self.config), "optimizer": opt_meta,
-                "history": self.history, "train_seconds": round(self.seconds, 2), **self.run_info}
+                "history": self.history, "train_seconds": round(self.seconds, 2),
+                "settings_history": self.settings_history, **self.run_info}
         return save_checkpoint(self.checkpoint_path, tensors, meta)
 
     def load(self, path: str | Path | None = None) -> None:
-        """Restore a training state written by :meth:`save`."""
-        tensors, meta = load_checkpoint(path or self.checkpoint_path)
+        """Restore a training state written by :meth:`save`, after checking it was written with these settings."""
+        path = Path(path or self.checkpoint_path)
+        if self.accelerator.is_main_process and path.parent == self.out:
+            lock_folder(self.out)
+        tensors, meta = load_checkpoint(path)
         if meta.get("kind") != "training_state":
-            raise ValueError(f"{path or self.checkpoint_path} is not a vdlearn training state (no 'kind: training_state').")
+            raise InputError(f"{path} is not a vdlearn training state (no 'kind: training_state').")
+        self._check_settings(path, meta)
         model = self.accelerator.unwrap_model(self.model)
         device = next(model.parameters()).device
         load_state_dict_checked(model, {k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("model.")},
@@ -284,6 +363,35 @@ class Trainer:
         self.history = list(meta["history"])
         self.seconds = float(meta.get("train_seconds", 0.0))
         self._last_saved = self.step
+        self.settings_history = list(meta.get("settings_history", [])) + self.settings_history
+
+    def _check_settings(self, path: Path, meta: dict) -> None:
+        """Refuse to continue a checkpoint with other settings, unless allowed (then the change is recorded)."""
+        keys = ["config", *self.run_info]
+        changes = changed_settings({k: meta.get(k) for k in keys},
+                                   {"config": asdict(self.config), **self.run_info})
+        if not changes:
+            return
+        listed = "\n".join(f"  {name}: {old} -> {new}" for name, (old, new) in changes.items())
+        if not self.allow_changed_settings:
+            raise InputError(
+                f"--resume: {path} was written with other settings than this run's ({len(changes)} differ, "
+                f"checkpoint -> now):\n{listed}\nUse the checkpoint's settings, start a fresh run in another --out, "
+                f"or pass --allow-changed-settings to continue with the new ones (the change is recorded in the "
+                f"checkpoint's settings_history).")
+        import sys
+
+        self.settings_history = [{"step": int(meta["step"]), "changed": changes,
+                                  "command": " ".join(["vdlearn", *sys.argv[1:]])}]
+        print(f"--resume --allow-changed-settings: continuing from step {meta['step']} with changed settings:\n"
+              f"{listed}", flush=True)
+
+    def honest_command(self, command: str) -> str:
+        """``command`` (the run's reproduce command), noting the settings that changed on a resume."""
+        if not self.settings_history:
+            return command
+        steps = ", ".join(str(h["step"]) for h in self.settings_history)
+        return f"{command}  # settings changed on --resume at step {steps}: see settings_history"
 
     def ema_model(self) -> torch.nn.Module:
         """A copy of the model holding the EMA weights (the model itself if there is no EMA)."""
@@ -319,10 +427,10 @@ class Trainer:
         self._open(resume)
         end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
         rank, world = acc.process_index, acc.num_processes
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.name,
-                   disable=not (self.progress and acc.is_main_process))
         self.model.train()
         t0, seconds0 = time.time(), self.seconds
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.name,
+                   disable=not (self.progress and acc.is_main_process))
         try:
             while self.step < end:
                 step = self.step
@@ -360,11 +468,15 @@ class Trainer:
             bar.close()
             if self._tb is not None:
                 self._tb.close()
+            if acc.is_main_process:
+                unlock_folder(self.out)
         return self.history
 
     def _open(self, resume: bool) -> None:
         """Create the output folder; with ``resume``, restore the checkpoint. The log is cut back to the step."""
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.accelerator.is_main_process:
+            lock_folder(self.out)  # refuses a folder a live run is using
         if resume:
             if not self.checkpoint_path.exists():
                 raise FileNotFoundError(f"--resume: no checkpoint at {self.checkpoint_path}; start without --resume.")
@@ -384,13 +496,17 @@ class Trainer:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         return lr
 
-    def _diverged(self, loss: float, step: int, lr: float) -> TrainingDiverged:
-        last = (f"the last good checkpoint is {self.checkpoint_path} (step {self._last_saved})"
-                if self._last_saved is not None else "no checkpoint was written yet")
+    def _diverged(self, value: float, step: int, lr: float, what: str = "loss") -> TrainingDiverged:
+        good = self._last_saved is not None and self.checkpoint_path.exists()
+        last = (f"the last good checkpoint is {self.checkpoint_path} (step {self._last_saved})" if good
+                else "no checkpoint was written yet")
+        then = ("then --resume --allow-changed-settings (the new rate is recorded in the checkpoint)" if good
+                else "then start again")
         return TrainingDiverged(
-            f"The loss became {loss} at step {step}; training stopped and {last}. Try a lower learning rate "
+            f"The {what} became {value} at step {step}; training stopped and {last}. Try a lower learning rate "
             f"(--lr; it was {lr:.2e} at this step), a stronger gradient clip (--grad-clip), or full precision "
-            f"(mixed_precision 'no'), then --resume."
+            f"(mixed_precision 'no'), {then}.",
+            step=step, lr=self.config.lr, checkpoint=self.checkpoint_path if good else None,
         )
 
     def _sample(self) -> None:

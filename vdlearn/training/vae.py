@@ -53,7 +53,6 @@ import argparse
 import dataclasses
 import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +65,6 @@ from vdlearn.models.vae import AutoencoderKL, DiagonalGaussian, VAEConfig
 from vdlearn.training.trainer import (
     Trainer,
     TrainerConfig,
-    TrainingDiverged,
     add_loop_arguments,
 )
 
@@ -307,41 +305,22 @@ def trainer_config(cfg: VAETrainConfig) -> TrainerConfig:
     )
 
 
-def _check_resume(out: Path, run_info: dict) -> None:
-    """A resumed run must be the run the checkpoint belongs to (only its length and bookkeeping may change)."""
-    path = out / "checkpoint.json"
-    if not path.exists():
-        return  # the trainer explains the missing checkpoint
-    meta = json.loads(path.read_text())
-    free = ("steps", "ckpt_every", "log_every", "device", "eval_clips")  # may change on resume
-    saved = {k: v for k, v in meta.get("vae_train_config", {}).items() if k not in free}
-    now = {k: v for k, v in run_info["vae_train_config"].items() if k in saved}
-    if saved != now:
-        diff = {k: (saved[k], now.get(k)) for k in saved if saved[k] != now.get(k)}
-        raise ValueError(f"--resume with different settings than the checkpoint (checkpoint, now): {diff}. "
-                         f"Use the checkpoint's settings, or another --out.")
-    if meta.get("vae_config") != run_info["vae_config"]:
-        raise ValueError(f"--resume: the checkpoint's VAE config {meta.get('vae_config')} differs from the one "
-                         f"this run builds {run_info['vae_config']}.")
-
-
 # =============================================================================== the run
 def train_vae(cfg: VAETrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
-              stop_at: int | None = None) -> AutoencoderKL:
+              stop_at: int | None = None, allow_changed_settings: bool = False) -> AutoencoderKL:
     """Train (or fine-tune) and write ``OUT/vae.safetensors``; returns the trained model.
 
     ``resume=True`` continues from ``OUT/checkpoint.safetensors`` with the same batches
-    and random draws as an uninterrupted run; ``stop_at`` ends the run early at that step
+    and random draws as an uninterrupted run (other settings than the checkpoint's are refused
+    unless ``allow_changed_settings``); ``stop_at`` ends the run early at that step
     (checkpoint written, no ``vae.safetensors``: as an interruption would). Raises
     :class:`~vdlearn.training.trainer.TrainingDiverged` if the loss becomes NaN/inf.
     """
     out = Path(out)
     vae, task = vae_task(cfg)
     run_info = {"vae_train_config": cfg.to_dict(), "vae_config": vae.config.to_dict()}
-    if resume:
-        _check_resume(out, run_info)
     trainer = Trainer(vae, task, trainer_config(cfg), out, progress=progress, run_info=run_info,
-                      name="decoder" if cfg.video_mode else "vae")
+                      name="decoder" if cfg.video_mode else "vae", allow_changed_settings=allow_changed_settings)
     trainer.fit(resume=resume, stop_at=stop_at)
     vae.eval()
     if trainer.step < cfg.steps or not trainer.accelerator.is_main_process:
@@ -369,8 +348,10 @@ def train_vae(cfg: VAETrainConfig, out: str | Path, resume: bool = False, progre
             metrics["decoder_table"] = format_table(rows)
     every = max(1, len(trainer.history) // 200)
     curve = [[step, loss] for step, loss in enumerate(trainer.history)][::every]  # (step, loss)
-    command = reproduce_command("vdlearn train vae", cfg, out, negations={"train_spatial": "--temporal-only"})
+    command = trainer.honest_command(
+        reproduce_command("vdlearn train vae", cfg, out, negations={"train_spatial": "--temporal-only"}))
     path = vae.save(out / "vae.safetensors", metrics=metrics, command=command, train_config=cfg.to_dict(),
+                    settings_history=trainer.settings_history,
                     loss_curve=curve, device=describe_device(vae.device), train_seconds=round(trainer.seconds, 1))
     vae.meta = json.loads(path.with_suffix(".json").read_text())
     return vae
@@ -440,16 +421,10 @@ def config_from_args(args: argparse.Namespace) -> VAETrainConfig:
 
 
 def main(args: argparse.Namespace) -> int:
-    """``vdlearn train vae ...``: returns 0 on success, 1 on a bad argument, 2 on a NaN/inf loss."""
-    try:
-        cfg = config_from_args(args)
-        train_vae(cfg, args.out, resume=args.resume, progress=not args.quiet)
-    except TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    """``vdlearn train vae ...``: returns 0 on success (``vdlearn`` reports errors and exits with 2)."""
+    cfg = config_from_args(args)
+    train_vae(cfg, args.out, resume=args.resume, progress=not args.quiet,
+              allow_changed_settings=args.allow_changed_settings)
     path = Path(args.out) / "vae.safetensors"
     metrics = json.loads(path.with_suffix(".json").read_text())["metrics"]
     shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}

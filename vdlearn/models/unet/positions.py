@@ -33,6 +33,14 @@ The three video models differ exactly here:
       pe[n, 2i] = sin(n / 10000^(2i/d)),   pe[n, 2i+1] = cos(n / 10000^(2i/d))
       attention(x + pe)                    # the residual path carries x, not x + pe
 
+* **Absolute spatial positions**, as Latte (Ma et al. 2024, arXiv 2401.03048, sec. 3.1) and
+  DiT add them to the patch tokens: the 2-D sin-cos table of ViT-MAE, half of the channels
+  for the column, half for the row (:func:`sincos_2d_positions`). The papers' video U-Nets
+  have none: a convolution on pure noise knows where it is only through the zero padding,
+  which changes the *variance* of its output near the border, not its mean. Adding the
+  table to the tokens of every spatial transformer (``UNetConfig.spatial_position``) is
+  vdlearn's transplant of Latte's positions into the U-Net (notebook 05).
+
 Taught in ``notebooks/04_temporal_unet.ipynb`` (the frame-order experiment).
 """
 
@@ -119,6 +127,26 @@ def sinusoidal_positions(length: int, dim: int, device=None, dtype=torch.float32
     pe[:, 0::2] = torch.sin(pos * inv_freq)
     pe[:, 1::2] = torch.cos(pos * inv_freq)
     return pe.to(dtype)
+
+
+def sincos_2d_positions(height: int, width: int, dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """``(height*width, dim)``: Latte's / DiT's fixed 2-D positions of a grid, row-major.
+
+    Channels ``[0, dim/2)`` encode the column ``x``, ``[dim/2, dim)`` the row ``y``; each half
+    is ``[sin(p * w_k), cos(p * w_k)]`` with ``w_k = 10000^(-k / (dim/4))``, ``k < dim/4``.
+    """
+    if dim % 4:
+        raise ValueError(f"2-D sin-cos positions need a width divisible by 4, got {dim}.")
+    quarter = dim // 4
+    freq = 1.0 / 10000.0 ** (torch.arange(quarter, device=device, dtype=torch.float64) / quarter)  # (dim/4,)
+    ys, xs = torch.meshgrid(torch.arange(height, device=device, dtype=torch.float64),
+                            torch.arange(width, device=device, dtype=torch.float64), indexing="ij")  # (h, w)
+
+    def table(p):  # (h*w,) -> (h*w, dim/2)
+        angle = p.reshape(-1, 1) * freq
+        return torch.cat([angle.sin(), angle.cos()], dim=1)
+
+    return torch.cat([table(xs), table(ys)], dim=1).to(dtype)  # (h*w, dim)
 
 
 def t5_relative_bucket(distance: torch.Tensor, num_buckets: int = 32, max_distance: int = 32) -> torch.Tensor:

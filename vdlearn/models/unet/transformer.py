@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vdlearn.models.unet.attention import Attention
+from vdlearn.models.unet.positions import sincos_2d_positions
 from vdlearn.models.unet.resblock import frames_as_rows, rows_as_frames
 
 
@@ -79,13 +80,19 @@ class SpatialTransformer(nn.Module):
     """Attention over the pixels of each frame, with cross-attention to ``context``.
 
     ``forward(x (b*t, c, h, w), context (b, n, d) | (b*t, n, d) | None) -> (b*t, c, h, w)``.
+    ``position="absolute"`` adds Latte's 2-D sin-cos positions to the tokens after ``proj_in``
+    (the papers' U-Nets: ``"none"``).
     """
 
     def __init__(self, channels: int, heads: int, dim_head: int, depth: int = 1,
                  context_dim: int | None = None, dropout: float = 0.0, norm_groups: int = 32,
-                 image_context: bool = False, text_context_len: int = 77, image_scale: float = 1.0):
+                 image_context: bool = False, text_context_len: int = 77, image_scale: float = 1.0,
+                 position: str = "none"):
         super().__init__()
+        if position not in ("none", "absolute"):
+            raise ValueError(f"Spatial positions must be 'none' or 'absolute', got {position!r}.")
         inner = heads * dim_head
+        self.position = position
         self.norm = nn.GroupNorm(norm_groups, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, inner)
         # only the cross-attention (attn2) receives the image tokens (VideoCrafter1 I2V)
@@ -102,6 +109,8 @@ class SpatialTransformer(nn.Module):
         bt, c, h, w = x.shape
         tokens = self.norm(x).permute(0, 2, 3, 1).reshape(bt, h * w, c)  # (b*t, h*w, c), per-frame norm
         tokens = self.proj_in(tokens)
+        if self.position == "absolute":  # Latte's 2-D sin-cos table, added to every pixel's token
+            tokens = tokens + sincos_2d_positions(h, w, tokens.shape[-1], tokens.device, tokens.dtype)
         for block in self.blocks:
             tokens = block(tokens, context)
         tokens = self.proj_out(tokens)  # (b*t, h*w, c)

@@ -15,7 +15,9 @@ VideoCrafter1 (arXiv 2310.19512, the denoising 3D U-Net) and VideoCrafter2 (arXi
 Every TemporalTransformer (``init_attn`` included) attends over the frames at each pixel,
 with the frame positions of ``temporal_position``: none (VideoCrafter2), Shaw relative
 (VideoCrafter1), rotary + T5 bias (LaVie) or the absolute sinusoid (AnimateDiff);
-see :mod:`vdlearn.models.unet.positions`.
+see :mod:`vdlearn.models.unet.positions`. No paper's U-Net gives its *spatial* transformers
+positions; ``spatial_position="absolute"`` adds Latte's 2-D sin-cos table to their tokens (an
+experiment of notebook 05, preset ``toy_latte_pos``).
 
 Everything spatial runs on frames folded into the batch, ``(b*t, c, h, w)``; the temporal
 layers look across frames. Remove the temporal layers and what is left is exactly an
@@ -88,6 +90,8 @@ class UNetConfig:
     temporal_transformer_depth: int = 1  # transformer blocks per temporal transformer
     init_temporal_attention: bool = True  # 'init_attn': a temporal transformer right after conv_in
     init_attention_heads: int = 8  # its heads (of head_channels each)
+    spatial_position: str = "none"  # "none" (every paper's U-Net) | "absolute" (Latte's 2-D sin-cos table added
+    #                                  to the tokens of every spatial transformer: vdlearn's transplant)
     temporal_position: str = "none"  # "none" (VC2) | "relative" (Shaw, VC1) | "rope_bias" (LaVie) | "absolute"
     #                                   (AnimateDiff: the frame-index sinusoid added to the attention input)
     max_relative_distance: int = 16  # "relative": distances clipped to +-this (table of 2*16+1 rows)
@@ -101,6 +105,8 @@ class UNetConfig:
     def __post_init__(self):
         self.channel_mult = tuple(self.channel_mult)
         self.attention_levels = tuple(self.attention_levels)
+        if self.spatial_position not in ("none", "absolute"):
+            raise ValueError(f"spatial_position must be 'none' or 'absolute', got {self.spatial_position!r}.")
         if self.temporal_position not in POSITION_KINDS:
             raise ValueError(f"temporal_position must be one of {POSITION_KINDS}, got {self.temporal_position!r}.")
         bad = [lvl for lvl in self.attention_levels if not 0 <= lvl < len(self.channel_mult)]
@@ -229,7 +235,8 @@ class VideoUNet(nn.Module):
         def spatial(ch):
             return SpatialTransformer(ch, heads_of(ch), cfg.head_channels, cfg.transformer_depth, cfg.context_dim,
                                       cfg.dropout, cfg.norm_groups, cfg.image_cross_attention,
-                                      cfg.text_context_len, cfg.image_cross_attention_scale)
+                                      cfg.text_context_len, cfg.image_cross_attention_scale,
+                                      cfg.spatial_position)
 
         def temporal(ch, heads=None):
             if not cfg.temporal_attention and heads is None:
