@@ -8,7 +8,9 @@ Each notebook runs as a learner runs it: a new kernel, cells in order, in ``note
 with ``VDLEARN_SMOKE`` set to 1 (smoke) or 0 (full) and training runs written to a temporary
 ``$VDLEARN_RUNS``. The table gives wall-clock seconds per notebook and mode, the machine
 (cores, torch threads) and its load average before and after, because a busy machine
-stretches every figure. The README's course table and each notebook's first cell quote it.
+stretches every figure: with other work on the cores, give the kernels one thread each
+(``--threads 1``; the tests do the same), or torch's threads spin against the other work and a
+smoke run can take ten times longer. The README's course table and each notebook's first cell quote it.
 Target (the first-hour issue): every smoke run <= 60 s on a quiet 2-core CPU.
 """
 
@@ -76,10 +78,14 @@ def main(argv=None) -> int:
     p.add_argument("--full", action="store_true", help="also run full mode (minutes per notebook)")
     p.add_argument("--only", nargs="*", default=None, help="notebook number prefixes, e.g. 03 05")
     p.add_argument("--timeout", type=int, default=3600, help="per-cell timeout in seconds")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of each kernel (OMP_NUM_THREADS; default: torch's choice, one per core)")
     p.add_argument("--slowest", type=int, default=0, help="also list this many slowest cells per notebook")
     p.add_argument("--json", default=None, help="also write the table as json to this file")
     a = p.parse_args(argv)
 
+    if a.threads:
+        os.environ["OMP_NUM_THREADS"] = str(a.threads)  # the kernels inherit it
     paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     if a.only:
         paths = [q for q in paths if q.name[:2] in a.only]
@@ -100,7 +106,7 @@ def main(argv=None) -> int:
     import torch
 
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cpu cores, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads); load average before {load_before[0]:.1f}, after {load_after[0]:.1f}")
+          f"(kernel threads: {os.environ.get('OMP_NUM_THREADS', 'one per core')}); load average before {load_before[0]:.1f}, after {load_after[0]:.1f}")
     print("| notebook | " + " | ".join(f"{m} (s)" for m in modes) + " |")
     print("|---|" + "---|" * len(modes))
     for row in rows:
