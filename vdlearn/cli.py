@@ -61,7 +61,7 @@ def _check_generation_args(args: argparse.Namespace, count: int) -> None:
     check_seed(args.seed, count, "--seed")
     fps = getattr(args, "fps", None)
     _need(fps is None or 1 <= fps <= 50, f"--fps {fps}: give a frame rate from 1 to 50 (a gif cannot play faster); "
-                                         f"the shipped model was trained at 4, 8 and 16.")
+                                         f"the shipped toy model was trained at 8.")
 
 
 def _slug(text: str) -> str:
@@ -106,7 +106,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     import torch
 
     from vdlearn.eval.judge import Judge
-    from vdlearn.io import read_json
+    from vdlearn.io import InputError, read_json
     from vdlearn.viz import read_video
 
     files = [Path(f) for f in args.videos]
@@ -127,13 +127,13 @@ def cmd_judge(args: argparse.Namespace) -> int:
         rec = by_name.get(f.name, {})
         prompt = args.prompt or rec.get("caption")
         if prompt is None:
-            _need(False, f"No prompt for {f}: pass --prompt, or --captions with a captions.json that lists it.")
+            raise InputError(f"No prompt for {f}: pass --prompt, or --captions with a captions.json that lists it.")
         videos.append(video)
         prompts.append(prompt)
         fps.append(args.fps or rec.get("fps") or (round(file_fps) if file_fps else 8))
     lengths = {v.shape[1] for v in videos}
     if len(lengths) != 1:
-        _need(False, f"All videos must have the same number of frames to be judged together; got {sorted(lengths)}.")
+        raise InputError(f"All videos must have the same number of frames to be judged together; got {sorted(lengths)}.")
     batch = torch.stack(videos)
     judge = Judge.load(args.judges)
     report = judge.adherence(batch, prompts, torch.tensor(fps), details=True)

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 
 class InputError(ValueError):
@@ -168,7 +168,7 @@ def read_foreign_checkpoint(path: str | Path, hint: str = "Check the path.") -> 
     if not path.exists():
         raise FileNotFoundError(f"No checkpoint at {path}. {hint}")
     if path.suffix == ".safetensors":
-        return _read_safetensors(path, "cpu")
+        return _read_safetensors(path, "cpu")[0]
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as err:  # a truncated or foreign file: name it instead of a raw unpickling traceback
@@ -177,9 +177,11 @@ def read_foreign_checkpoint(path: str | Path, hint: str = "Check the path.") -> 
     return unwrap_checkpoint(obj)
 
 
-def _read_safetensors(path: Path, device: str | torch.device) -> dict[str, torch.Tensor]:
+def _read_safetensors(path: Path, device: str | torch.device) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``(tensors, header metadata)`` of one safetensors file, read once."""
     try:
-        return load_file(str(path), device=str(device))
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118 (a safe_open handle is not iterable)
     except Exception as err:  # safetensors' own errors do not name the file
         raise InputError(f"Cannot read {path}: not a complete safetensors file ({err}). It may be truncated "
                          f"(an interrupted copy or download); copy it again or retrain.") from err
@@ -255,9 +257,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     ``.json`` beside the file is read only for files without one (artifacts written before).
     """
     path = checkpoint_path(path)
-    state = _read_safetensors(path, device)
-    with safe_open(str(path), framework="pt") as f:
-        inside = (f.metadata() or {}).get(META_KEY)
+    state, header = _read_safetensors(path, device)
+    inside = header.get(META_KEY)
     meta_path = path.with_suffix(".json")
     if inside is not None:
         meta = json.loads(inside)

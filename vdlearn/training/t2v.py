@@ -51,6 +51,7 @@ from vdlearn.pipelines.t2v import T2VConfig, TextToVideo
 from vdlearn.training.trainer import (
     Trainer,
     TrainerConfig,
+    add_run_arguments,
     append_csv_row,
     check_trainer_config,
 )
@@ -345,10 +346,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "layout; start it from the shipped model with --init), toy_abspos / toy_vc2_fps / toy_rope (frame-position "
                         "experiments at 4, 8 and 16 fps: absolute, none, rotary + T5 bias; data/t2v/README.md), tiny or "
                         "tiny_layout (seconds-long demos)")
-    p.add_argument("--out", required=True, help="output folder: checkpoint.safetensors, log.csv, t2v.safetensors")
-    p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.safetensors")
-    p.add_argument("--allow-changed-settings", action="store_true",
-                   help="with --resume: continue although settings differ from the checkpoint's (recorded)")
+    add_run_arguments(p, "t2v.safetensors")
     for f in dataclasses.fields(T2VTrainConfig):
         if f.name == "preset":
             continue

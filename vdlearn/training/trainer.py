@@ -168,6 +168,14 @@ def learning_rate(step: int, cfg: TrainerConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, model_file: str = "the model") -> None:
+    """``--out``, ``--resume`` and ``--allow-changed-settings``: where a run lives and how it continues."""
+    parser.add_argument("--out", required=True, help=f"output folder: checkpoint.safetensors, log.csv, {model_file}")
+    parser.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.safetensors")
+    parser.add_argument("--allow-changed-settings", action="store_true",
+                        help="with --resume: continue although settings differ from the checkpoint's (recorded)")
+
+
 def add_loop_arguments(parser: argparse.ArgumentParser, defaults, lr_help: str = "peak learning rate") -> None:
     """The flags every ``vdlearn train`` command shares: those the loop itself reads.
 
@@ -175,10 +183,7 @@ def add_loop_arguments(parser: argparse.ArgumentParser, defaults, lr_help: str =
     and log periods, device, progress bar; the defaults come from the task's config dataclass
     ``defaults`` (which has fields of these names).
     """
-    parser.add_argument("--out", required=True, help="output folder: checkpoint.safetensors, log.csv, the model")
-    parser.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.safetensors")
-    parser.add_argument("--allow-changed-settings", action="store_true",
-                        help="with --resume: continue although settings differ from the checkpoint's (recorded)")
+    add_run_arguments(parser)
     parser.add_argument("--steps", type=int, default=defaults.steps,
                         help="optimisation steps (a resumed run continues up to this number)")
     parser.add_argument("--lr", type=float, default=defaults.lr, help=lr_help)
