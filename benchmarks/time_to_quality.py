@@ -41,11 +41,14 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=T2VTrainConfig.lr)
     p.add_argument("--warmup", type=int, default=T2VTrainConfig.warmup)
     p.add_argument("--cache-clips", type=int, default=T2VTrainConfig.cache_clips)
+    p.add_argument("--images-per-clip", type=int, default=T2VTrainConfig.images_per_clip,
+                   help="joint image-video training (LaVie sec. 3.4): single frames per clip")
+    p.add_argument("--ema-decay", type=float, default=T2VTrainConfig.ema_decay)
     p.add_argument("--out", default="runs/time_to_quality")
     a = p.parse_args(argv)
 
     cfg = T2VTrainConfig(preset=a.preset, steps=a.max_steps, batch_size=a.batch_size, lr=a.lr, warmup=a.warmup,
-                         cache_clips=a.cache_clips,
+                         cache_clips=a.cache_clips, images_per_clip=a.images_per_clip, ema_decay=a.ema_decay,
                          eval_every=a.eval_every, eval_every_n=a.eval_n, target=a.target, eval_n=0)
     out = Path(a.out)
     if (out / "checkpoint.safetensors").exists():

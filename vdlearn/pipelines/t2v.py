@@ -203,9 +203,19 @@ class TextToVideo(nn.Module):
         return self.tokenizer(prompts)
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, tokens: torch.Tensor,
-                fps: torch.Tensor | None = None) -> torch.Tensor:
-        context = self.text_encoder(tokens)  # (b, n, d)
-        return self.unet(x, timesteps, context, fps)  # (b, 4, t, h, w)
+                fps: torch.Tensor | None = None, num_images: int = 0) -> torch.Tensor:
+        """Predict the target for ``x (b, 4, t, h, w)``; ``tokens (b, n)`` or one caption per frame ``(b, t, n)``.
+
+        ``num_images``: the last ``num_images`` frames are independent images with their own
+        captions (joint image-video training, LaVie sec. 3.4); temporal layers skip them.
+        """
+        if tokens.ndim == 3:  # one caption per frame
+            b, t, n = tokens.shape
+            context = self.text_encoder(tokens.reshape(b * t, n))  # (b*t, n, d)
+            context = context.reshape(b, t, *context.shape[1:])  # (b, t, n, d)
+        else:
+            context = self.text_encoder(tokens)  # (b, n, d)
+        return self.unet(x, timesteps, context, fps, num_images=num_images)  # (b, 4, t, h, w)
 
     # --------------------------------------------------------------- generation
     def _fps(self, fps, b: int) -> torch.Tensor:

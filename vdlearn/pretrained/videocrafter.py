@@ -47,6 +47,7 @@ from torch import nn
 
 from vdlearn.io import check_state_dict, read_foreign_checkpoint, unwrap_checkpoint
 from vdlearn.models.unet.unet import UNetConfig, VideoUNet
+from vdlearn.pretrained.naming import names_from_module_map
 
 #: Prefix of the U-Net inside a full VideoCrafter checkpoint.
 UNET_PREFIX = "model.diffusion_model."
@@ -131,18 +132,12 @@ def _module_map(model: VideoUNet) -> list[tuple[str, str, str]]:
 
 def official_names(model: VideoUNet) -> dict[str, str]:
     """``{vdlearn name: official name}`` for every tensor of ``model``'s state dict (one-to-one)."""
-    prefixes = sorted(_module_map(model), key=lambda p: -len(p[0]))  # longest prefix first
-    names = {}
-    for name in model.state_dict():
-        for ours, theirs, kind in prefixes:
-            if name.startswith(ours + "."):
-                names[name] = f"{theirs}.{_rename_inside(kind, name[len(ours) + 1:])}"
-                break
-        else:
-            raise KeyError(f"No official name for {name!r}.")
-    if len(set(names.values())) != len(names):
-        raise AssertionError("Two vdlearn tensors map to one official name: the converter is broken.")
-    return names
+    return names_from_module_map(model.state_dict(), _module_map(model),
+                                 lambda kind, rest, name: _rename_inside(kind, rest), _no_official_name)
+
+
+def _no_official_name(name: str) -> KeyError:
+    return KeyError(f"No official name for {name!r}.")
 
 
 def _is_conv1d_proj(official: str) -> bool:

@@ -86,6 +86,8 @@ class T2VTrainConfig:
     fresh_lr_scale: float = 1.0  # learning-rate multiplier for the modules that ``init`` lacks
     high_noise_share: float = 0.0  # share of every batch whose timestep is drawn from [high_noise_from, N)
     high_noise_from: int = 850  # where "high noise" starts: the steps where the sampler decides the layout
+    images_per_clip: int = 0  # joint image-video training (LaVie sec. 3.4): this many single frames of other
+    #                           clips, each with its own caption, ride along with every clip (temporal layers skip them)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -136,12 +138,15 @@ class T2VTask:
     """The trainer's task: global batches from the latent cache, the v-prediction loss."""
 
     def __init__(self, model: TextToVideo, cache: dict, batch_size: int, cond_drop: float = 0.1,
-                 high_noise_share: float = 0.0, high_noise_from: int = 850):
+                 high_noise_share: float = 0.0, high_noise_from: int = 850, images_per_clip: int = 0):
         if not 0.0 <= high_noise_share <= 1.0:
             raise ValueError(f"high_noise_share must be in [0, 1], got {high_noise_share}.")
         if not 0 <= high_noise_from < model.schedule.num_train_timesteps:
             raise ValueError(f"high_noise_from must be a timestep 0..{model.schedule.num_train_timesteps - 1}, "
                              f"got {high_noise_from}.")
+        if images_per_clip < 0:
+            raise ValueError(f"images_per_clip must be 0 or more, got {images_per_clip}.")
+        self.images_per_clip = images_per_clip
         self.high_noise = (round(batch_size * high_noise_share), high_noise_from)
         self.schedule = model.schedule
         self.latents, self.tokens, self.fps = cache["latents"], cache["tokens"], cache["fps"]
@@ -160,13 +165,28 @@ class T2VTask:
         k, start = self.high_noise
         if k:  # the first k clips get a high-noise timestep (drawn only when asked: default runs are unchanged)
             t[:k] = torch.randint(start, self.schedule.num_train_timesteps, (k,), generator=generator)
+        k = self.images_per_clip
+        if k:  # joint image-video batch: k frames of other clips appended, each with its own caption
+            n, frames = len(self.latents), self.latents.shape[2]
+            clip = torch.randint(0, n, (b, k), generator=generator)
+            frame = torch.randint(0, frames, (b, k), generator=generator)
+            images = self.latents[clip, :, frame]  # (b, k, 4, h, w)
+            x0 = torch.cat([x0, images.permute(0, 2, 1, 3, 4)], dim=2)  # (b, 4, t + k, h, w)
+            image_tokens = self.tokens[clip].clone()  # (b, k, L)
+            image_tokens[drop] = self.empty
+            tokens = torch.cat([tokens[:, None].expand(-1, frames, -1), image_tokens], dim=1)  # (b, t + k, L)
         noise = torch.randn(x0.shape, generator=generator)
         return {"x0": x0, "tokens": tokens, "fps": self.fps[idx], "t": t, "noise": noise}
 
     def loss(self, model, batch: dict) -> torch.Tensor:
         dev = next(model.parameters()).device
         cond = {"tokens": batch["tokens"].to(dev), "fps": batch["fps"].to(dev)}
-        return diffusion_loss(model, batch["x0"].to(dev), self.schedule, cond=cond,
+        if self.images_per_clip:
+            def denoiser(x, t, **c):
+                return model(x, t, num_images=self.images_per_clip, **c)
+        else:
+            denoiser = model
+        return diffusion_loss(denoiser, batch["x0"].to(dev), self.schedule, cond=cond,
                               t=batch["t"].to(dev), noise=batch["noise"].to(dev))
 
 
@@ -247,7 +267,8 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
     t_cache = time.time()
     cache = latent_cache(model, cfg, out, progress)
     cache_seconds = time.time() - t_cache
-    task = T2VTask(model, cache, cfg.batch_size, cfg.cond_drop, cfg.high_noise_share, cfg.high_noise_from)
+    task = T2VTask(model, cache, cfg.batch_size, cfg.cond_drop, cfg.high_noise_share, cfg.high_noise_from,
+                   cfg.images_per_clip)
     prompts = ["a red 3 moving left quickly", "a blue circle moving up slowly", "a green 7 moving right quickly",
                "a white square moving down slowly"]
 

@@ -30,14 +30,14 @@ import torch
 from torch import nn
 
 from vdlearn.models.unet.resblock import TemporalConvBlock
-from vdlearn.models.unet.transformer import TemporalTransformer
+from vdlearn.models.unet.transformer import BlockTemporalAttention, TemporalTransformer
 from vdlearn.models.unet.unet import UNetConfig, VideoUNet
 
 #: Config fields that only switch temporal layers on or off (or shape them): they may differ.
 TEMPORAL_FIELDS = {
     "fps_cond", "temporal_conv", "temporal_conv_dropout", "temporal_attention", "temporal_transformer_depth",
     "init_temporal_attention", "init_attention_heads", "temporal_position", "max_relative_distance",
-    "rotary_dim", "bias_buckets", "bias_max_distance", "gradient_checkpointing",
+    "rotary_dim", "bias_buckets", "bias_max_distance", "gradient_checkpointing", "block_temporal_attention",
 }
 
 
@@ -51,6 +51,9 @@ def make_temporal_identity(model: VideoUNet) -> VideoUNet:
         elif isinstance(module, TemporalConvBlock):
             nn.init.zeros_(module.convs[-1].weight)
             nn.init.zeros_(module.convs[-1].bias)
+        elif isinstance(module, BlockTemporalAttention):  # LaVie's temporal attention inside a block
+            nn.init.zeros_(module.attn.to_out.weight)
+            nn.init.zeros_(module.attn.to_out.bias)
     if model.fps_embed is not None:
         nn.init.zeros_(model.fps_embed.linear_2.weight)
         nn.init.zeros_(model.fps_embed.linear_2.bias)

@@ -23,7 +23,8 @@ position embedding; a U-Net with it runs at that size only.
 
 It lives outside the paper U-Net: :class:`CaptionLayoutUNet` is a :class:`VideoUNet` whose
 ``stem`` (``conv_in``) adds the layout; ``VideoUNet.forward`` itself knows nothing of it.
-The text-to-video presets ``toy_layout`` and ``tiny_layout`` use it (notebook 05).
+The text-to-video presets ``toy_layout`` and ``tiny_layout`` use it (notebook 05). In a joint
+image-video batch (``num_images > 0``) only the video frames get the layout.
 
     ``CaptionLayout.forward(context (b, n, d)) -> (b*t, channels, h, w)``, frames folded into the batch.
 """
@@ -78,16 +79,28 @@ class CaptionLayoutUNet(VideoUNet):
     def stem(self, h, x, context, num_images):
         h = super().stem(h, x, context, num_images)  # (b*t, model_channels, h, w)
         b, _, t, hh, ww = x.shape
+        if num_images == t:
+            raise ValueError("The caption layout describes videos; it cannot run in image mode (temporal=False). "
+                             "Mix images into a video batch with num_images instead.")
+        video_frames = t - num_images
         want = self.caption_layout.frames, self.caption_layout.height, self.caption_layout.width
-        if (t, hh, ww) != want:
+        if (video_frames, hh, ww) != want:
             raise ValueError(f"This U-Net has a caption layout for latents of (frames, height, width) = {want}, "
-                             f"got {(t, hh, ww)}. Generate at that size, or use a model without a caption layout.")
-        if num_images:
-            raise ValueError("The caption layout describes whole videos; it cannot run with images mixed in "
-                             "(num_images > 0) or in image mode (temporal=False).")
-        if context.shape[0] != b:
-            raise ValueError("The caption layout needs one caption per video, context (b, n, d); got a context per frame.")
-        return h + self.caption_layout(context).to(h.dtype)  # (b*t, model_channels, h, w)
-
+                             f"got {(video_frames, hh, ww)} (video frames). Generate at that size, or use a model "
+                             f"without a caption layout.")
+        if num_images == 0:
+            if context.shape[0] != b:
+                raise ValueError("The caption layout needs one caption per video, context (b, n, d); "
+                                 "got a context per frame.")
+            return h + self.caption_layout(context).to(h.dtype)  # (b*t, model_channels, h, w)
+        # joint image-video batches (LaVie sec. 3.4): the context may come one per frame, (b*t, n, d), with
+        # the video's caption on its first frame; the layout describes the video frames, the images get none
+        if context.shape[0] == b * t:
+            context = context.reshape(b, t, *context.shape[1:])[:, 0]  # (b, n, d)
+        layout = self.caption_layout(context).to(h.dtype)  # (b*video_frames, c, h, w)
+        h = h.reshape(b, t, *h.shape[1:])  # (b, t, c, h, w)
+        layout = layout.reshape(b, video_frames, *layout.shape[1:])
+        h = torch.cat([h[:, :video_frames] + layout, h[:, video_frames:]], dim=1)
+        return h.reshape(b * t, *h.shape[2:])  # (b*t, model_channels, h, w)
 
 __all__ = ["CaptionLayout", "CaptionLayoutUNet"]

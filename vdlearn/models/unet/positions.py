@@ -93,9 +93,17 @@ class PartialRotaryEmbedding(nn.Module):
         self.dim = dim
         self.theta = theta
 
+    def frequencies(self, device=None) -> torch.Tensor:
+        """``(dim/2,)``: the angular frequency ``theta^(-2p/dim)`` of every channel pair ``p``.
+
+        LaVie's checkpoints store these numbers as ``rotary_emb.freqs`` (a frozen parameter of
+        ``rotary_embedding_torch``); here they are computed, never stored.
+        """
+        return self.theta ** (-torch.arange(0, self.dim, 2, device=device, dtype=torch.float32) / self.dim)
+
     def angles(self, length: int, device=None) -> torch.Tensor:
         """``(length, dim)``: the rotation angle of every channel, each pair's angle repeated twice."""
-        inv_freq = self.theta ** (-torch.arange(0, self.dim, 2, device=device, dtype=torch.float32) / self.dim)
+        inv_freq = self.frequencies(device)
         pos = torch.arange(length, device=device, dtype=torch.float32)
         ang = pos[:, None] * inv_freq[None, :]  # (length, dim/2)
         return ang.repeat_interleave(2, dim=-1)  # (length, dim): a0 a0 a1 a1 ...

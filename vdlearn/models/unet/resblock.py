@@ -25,6 +25,14 @@ Its GroupNorms see the 5-D tensor ``(b, c, t, h, w)``, so their statistics **spa
 frames** (eps 1e-5). Zero-initialising the last convolution makes the block the identity
 at the start, so a trained image model is unchanged when the block is inserted.
 
+**Video GroupNorm (LaVie).** LaVie's ``ResnetBlock3D`` (arXiv 2309.15103; ``base/models/resnet.py``
+of Vchitect/LaVie) keeps Stable Diffusion's per-frame convolutions but applies its two
+GroupNorms (and the U-Net's output norm) to the 5-D tensor ``(b, c, t, h, w)``: each group's
+mean and variance are taken over ``(c/g, t, h, w)``, all frames together
+(:func:`video_group_norm`, ``video_norm=True``). So the ResBlocks are *not* independent per
+frame: the statistics of one frame change the output of every other. The weights are the
+same as a per-frame GroupNorm's; only the statistics differ.
+
 Downsampling is a stride-2 3x3 convolution, upsampling nearest-neighbour x2 then a 3x3
 convolution, both per frame.
 
@@ -92,6 +100,25 @@ def apply_to_video_frames(layer: nn.Module, h: torch.Tensor, frames: int, num_im
     return torch.cat([video, per_sample[:, video_frames:]], dim=1).flatten(0, 1)
 
 
+def video_group_norm(norm: nn.GroupNorm, x: torch.Tensor, frames: int, num_images: int = 0) -> torch.Tensor:
+    """``norm`` with statistics over ``(c/g, t, h, w)`` of each video, on folded frames ``x (b*t, c, h, w)``.
+
+    The last ``num_images`` of every sample's ``t`` frames are independent images: each is
+    normalised alone (per frame), so in image mode (``num_images == t``) this is ``norm(x)``.
+    """
+    h, w = x.shape[-2:]
+    video_frames = frames - num_images
+    if video_frames <= 0:
+        return norm(x)  # (b*t, c, h, w), per frame
+    if num_images == 0:
+        return rows_as_frames(norm(frames_as_rows(x, frames)), h, w)  # (b*t, c, h, w)
+    per_sample = x.unflatten(0, (-1, frames))  # (b, t, c, h, w)
+    video = per_sample[:, :video_frames].flatten(0, 1)  # (b*t_video, c, h, w)
+    video = rows_as_frames(norm(frames_as_rows(video, video_frames)), h, w).unflatten(0, (-1, video_frames))
+    images = norm(per_sample[:, video_frames:].flatten(0, 1)).unflatten(0, (-1, num_images))
+    return torch.cat([video, images], dim=1).flatten(0, 1)  # (b*t, c, h, w)
+
+
 class TemporalConvBlock(nn.Module):
     """Four GroupNorm -> SiLU -> (Dropout) -> Conv3d(3,1,1) stages along time, plus a residual.
 
@@ -128,6 +155,7 @@ class ResBlock(nn.Module):
 
     ``forward(x (b*t, c_in, h, w), emb (b*t, emb_dim), frames, num_images=0) -> (b*t, c_out, h, w)``.
     The temporal convolution skips the last ``num_images`` frames (all of them: image mode).
+    ``video_norm=True`` takes both GroupNorms' statistics over all video frames (LaVie).
     """
 
     def __init__(
@@ -139,10 +167,12 @@ class ResBlock(nn.Module):
         temporal_conv: bool = False,
         temporal_dropout: float = 0.1,
         norm_groups: int = 32,
+        video_norm: bool = False,
     ):
         super().__init__()
         out_channels = out_channels or in_channels
         self.in_channels, self.out_channels = in_channels, out_channels
+        self.video_norm = video_norm
         self.norm1 = GroupNorm32(norm_groups, in_channels, eps=1e-5)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.emb_proj = nn.Linear(emb_dim, out_channels)
@@ -156,10 +186,13 @@ class ResBlock(nn.Module):
             TemporalConvBlock(out_channels, temporal_dropout, norm_groups) if temporal_conv else None
         )
 
+    def _norm(self, norm: nn.GroupNorm, x: torch.Tensor, frames: int, num_images: int) -> torch.Tensor:
+        return video_group_norm(norm, x, frames, num_images) if self.video_norm else norm(x)
+
     def forward(self, x: torch.Tensor, emb: torch.Tensor, frames: int, num_images: int = 0) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))  # (b*t, c_out, h, w)
+        h = self.conv1(F.silu(self._norm(self.norm1, x, frames, num_images)))  # (b*t, c_out, h, w)
         h = h + self.emb_proj(F.silu(emb))[:, :, None, None].to(h.dtype)  # add (b*t, c_out, 1, 1)
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        h = self.conv2(self.dropout(F.silu(self._norm(self.norm2, h, frames, num_images))))
         h = self.skip(x) + h
         if self.temporal_conv is not None:
             h = apply_to_video_frames(self.temporal_conv, h, frames, num_images)

@@ -19,6 +19,23 @@ and differ only in *which tokens form a sequence*:
 
 Each transformer is ``GroupNorm -> Linear proj_in -> blocks -> Linear proj_out`` plus a
 residual; ``proj_out`` starts at zero, so a freshly inserted transformer is the identity.
+Stable Diffusion 1.x (and so LaVie) projects with 1x1 convolutions instead of linear layers
+(diffusers' ``use_linear_projection=False``): the same map on every pixel, stored as
+``(out, in, 1, 1)`` weights (``projection="conv"``).
+
+**LaVie** (arXiv 2309.15103, sec. 3.1; ``base/models/attention.py`` and
+``interpolation/models/attention.py`` of Vchitect/LaVie) has no separate temporal
+transformer. Its temporal layer lives *inside* every spatial transformer block
+(:class:`BlockTemporalAttention`): the block's ``h*w`` tokens of each frame are regrouped
+into one sequence of ``t`` frames per token, ``(b*t, h*w, c) -> (b*h*w, t, c)``, and::
+
+    base:           x = x + attn1(LN(x));  x = x + attn2(LN(x), ctx);  x = x + temp(LN(x));  x = x + FF(LN(x))
+    interpolation:  x = x + attn1(LN(x));  x = x + attn2(LN(x), ctx);  x = x + FF(LN(x));    x = x + temp(LN(x))
+
+The base model's temporal attention carries rotary positions and a T5 bias
+(``position="rope_bias"``); the interpolation model's has none. The interpolation model's
+``attn1`` is *sparse-causal* (:func:`sparse_causal_context`): frame ``i`` attends to the
+pixels of frame 0 and of frame ``i-1`` (``[0, 0]`` for frame 0), not to its own.
 
 Taught in ``notebooks/04_temporal_unet.ipynb``.
 """
@@ -55,64 +72,160 @@ class GEGLUFeedForward(nn.Module):
         return self.proj_out(self.dropout(a * F.gelu(gate)))
 
 
+#: Where a transformer block may hold LaVie's temporal attention: nowhere, after the cross-attention
+#: (LaVie base) or after the feed-forward (LaVie interpolation).
+BLOCK_TEMPORAL_KINDS = ("none", "after_cross", "after_ff")
+
+
+def sparse_causal_context(tokens: torch.Tensor, frames: int, num_images: int = 0) -> torch.Tensor:
+    """The keys/values of sparse-causal attention: frame 0's and frame ``i-1``'s tokens for every frame ``i``.
+
+    ``tokens (b*t, L, c) -> (b*t, 2L, c)``. Frame 0 sees ``[frame 0, frame 0]``. The last
+    ``num_images`` frames are independent images and see ``[themselves, themselves]``: the same
+    softmax as plain self-attention (duplicating every key-value pair changes no weight); in
+    image mode (all frames images) the tokens are returned as they are. Projecting the gathered
+    tokens equals gathering projected keys and values (LaVie's ``SparseCausalAttention``),
+    since ``to_k`` and ``to_v`` act on each token alone.
+    """
+    video = frames - num_images
+    if video <= 0:
+        return tokens
+    per_video = tokens.unflatten(0, (-1, frames))  # (b, t, L, c)
+    index = torch.arange(frames, device=tokens.device)
+    first = torch.where(index < video, 0, index)  # (t,): frame 0 for video frames
+    previous = torch.where(index < video, (index - 1).clamp(min=0), index)  # (t,): frame i-1
+    return torch.cat([per_video[:, first], per_video[:, previous]], dim=2).flatten(0, 1)  # (b*t, 2L, c)
+
+
+class BlockTemporalAttention(nn.Module):
+    """LaVie's temporal layer inside a transformer block: ``x + attn(LN(x))`` across the frames of every token.
+
+    ``forward(x (b*t, L, c), frames=t, num_images=0) -> (b*t, L, c)``; the last ``num_images``
+    frames (independent images) pass unchanged. Its output projection starts at zero (weight
+    and bias): inserted into a trained image model, the layer is the identity.
+    """
+
+    def __init__(self, dim: int, heads: int, dim_head: int, dropout: float = 0.0, attn_options: dict | None = None):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = Attention(dim, None, heads, dim_head, dropout, **(attn_options or {}))
+        nn.init.zeros_(self.attn.to_out.weight)
+        nn.init.zeros_(self.attn.to_out.bias)
+
+    def forward(self, x: torch.Tensor, frames: int, num_images: int = 0) -> torch.Tensor:
+        bt, length, c = x.shape
+        video = frames - num_images
+        if video <= 0:  # image mode
+            return x
+        per_token = x.unflatten(0, (-1, frames)).transpose(1, 2)  # (b, L, t, c)
+        seq = per_token[:, :, :video].reshape(-1, video, c)  # (b*L, t_video, c): one sequence per token
+        seq = seq + self.attn(self.norm(seq))
+        out = seq.reshape(bt // frames, length, video, c)  # (b, L, t_video, c)
+        if num_images:
+            out = torch.cat([out, per_token[:, :, video:]], dim=2)
+        return out.transpose(1, 2).reshape(bt, length, c)  # (b*t, L, c)
+
+
 class TransformerBlock(nn.Module):
-    """Pre-norm block: self-attention, cross- (or second self-) attention, GEGLU feed-forward."""
+    """Pre-norm block: self-attention, cross- (or second self-) attention, GEGLU feed-forward.
+
+    Optionally (LaVie) a :class:`BlockTemporalAttention` after the cross-attention or after the
+    feed-forward (``temporal``), and a sparse-causal ``attn1`` (``sparse_causal``); both need
+    ``frames`` in :meth:`forward`.
+    """
 
     def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int | None = None,
-                 dropout: float = 0.0, attn_options: dict | None = None, cross_options: dict | None = None):
-        """``attn_options`` go to both attentions (positions); ``cross_options`` to ``attn2`` only."""
+                 dropout: float = 0.0, attn_options: dict | None = None, cross_options: dict | None = None,
+                 temporal: str = "none", temporal_options: dict | None = None, sparse_causal: bool = False):
+        """``attn_options`` go to both attentions (positions); ``cross_options`` to ``attn2`` only;
+        ``temporal_options`` (positions) to the in-block temporal attention."""
         super().__init__()
+        if temporal not in BLOCK_TEMPORAL_KINDS:
+            raise ValueError(f"temporal must be one of {BLOCK_TEMPORAL_KINDS}, got {temporal!r}.")
         attn_options, cross_options = attn_options or {}, cross_options or {}
+        self.sparse_causal = sparse_causal
         self.norm1 = nn.LayerNorm(dim)
-        self.attn1 = Attention(dim, None, heads, dim_head, dropout, **attn_options)
+        # sparse-causal: keys/values come from other frames' tokens of the same width, passed as a context
+        self.attn1 = Attention(dim, dim if sparse_causal else None, heads, dim_head, dropout, **attn_options)
         self.norm2 = nn.LayerNorm(dim)
         self.attn2 = Attention(dim, context_dim, heads, dim_head, dropout, **attn_options, **cross_options)
+        self.temporal_placement = temporal
+        self.temporal = (BlockTemporalAttention(dim, heads, dim_head, dropout, temporal_options)
+                         if temporal != "none" else None)
         self.norm3 = nn.LayerNorm(dim)
         self.ff = GEGLUFeedForward(dim, dropout=dropout)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn1(self.norm1(x))  # (B, L, dim)
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, frames: int | None = None,
+                num_images: int = 0) -> torch.Tensor:
+        if (self.sparse_causal or self.temporal is not None) and frames is None:
+            raise ValueError("This transformer block looks across frames (sparse-causal or temporal attention): "
+                             "pass frames=t with x of shape (b*t, L, c).")
+        if self.sparse_causal:
+            h = self.norm1(x)  # (b*t, L, dim)
+            x = x + self.attn1(h, sparse_causal_context(h, frames, num_images))
+        else:
+            x = x + self.attn1(self.norm1(x))  # (B, L, dim)
         x = x + self.attn2(self.norm2(x), context)
-        return x + self.ff(self.norm3(x))
+        if self.temporal_placement == "after_cross":
+            x = self.temporal(x, frames, num_images)
+        x = x + self.ff(self.norm3(x))
+        if self.temporal_placement == "after_ff":
+            x = self.temporal(x, frames, num_images)
+        return x
 
 
 class SpatialTransformer(nn.Module):
     """Attention over the pixels of each frame, with cross-attention to ``context``.
 
-    ``forward(x (b*t, c, h, w), context (b, n, d) | (b*t, n, d) | None) -> (b*t, c, h, w)``.
-    ``position="absolute"`` adds Latte's 2-D sin-cos positions to the tokens after ``proj_in``
-    (the papers' U-Nets: ``"none"``).
+    ``forward(x (b*t, c, h, w), context (b, n, d) | (b*t, n, d) | None, frames=None, num_images=0)
+    -> (b*t, c, h, w)``. ``position="absolute"`` adds Latte's 2-D sin-cos positions to the tokens
+    after ``proj_in`` (the papers' U-Nets: ``"none"``). ``projection`` is ``"linear"``
+    (VideoCrafter, SD 2.x) or ``"conv"`` (1x1 convolutions, SD 1.x and LaVie). LaVie's options,
+    ``block_temporal`` (see :data:`BLOCK_TEMPORAL_KINDS`, positions in ``temporal_options``) and
+    ``sparse_causal``, look across frames and need ``frames``.
     """
 
     def __init__(self, channels: int, heads: int, dim_head: int, depth: int = 1,
                  context_dim: int | None = None, dropout: float = 0.0, norm_groups: int = 32,
                  image_context: bool = False, text_context_len: int = 77, image_scale: float = 1.0,
-                 position: str = "none"):
+                 position: str = "none", projection: str = "linear", block_temporal: str = "none",
+                 temporal_options: dict | None = None, sparse_causal: bool = False):
         super().__init__()
         if position not in ("none", "absolute"):
             raise ValueError(f"Spatial positions must be 'none' or 'absolute', got {position!r}.")
+        if projection not in ("linear", "conv"):
+            raise ValueError(f"projection must be 'linear' or 'conv', got {projection!r}.")
         inner = heads * dim_head
         self.position = position
+        self.projection = projection
         self.norm = nn.GroupNorm(norm_groups, channels, eps=1e-6)
-        self.proj_in = nn.Linear(channels, inner)
+        self.proj_in = nn.Linear(channels, inner) if projection == "linear" else nn.Conv2d(channels, inner, 1)
         # only the cross-attention (attn2) receives the image tokens (VideoCrafter1 I2V)
         cross = {"image_context": image_context, "text_context_len": text_context_len, "image_scale": image_scale}
         self.blocks = nn.ModuleList([
-            TransformerBlock(inner, heads, dim_head, context_dim, dropout, cross_options=cross)
+            TransformerBlock(inner, heads, dim_head, context_dim, dropout, cross_options=cross,
+                             temporal=block_temporal, temporal_options=temporal_options, sparse_causal=sparse_causal)
             for _ in range(depth)
         ])
-        self.proj_out = nn.Linear(inner, channels)
+        self.proj_out = nn.Linear(inner, channels) if projection == "linear" else nn.Conv2d(inner, channels, 1)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, frames: int | None = None,
+                num_images: int = 0) -> torch.Tensor:
         bt, c, h, w = x.shape
-        tokens = self.norm(x).permute(0, 2, 3, 1).reshape(bt, h * w, c)  # (b*t, h*w, c), per-frame norm
-        tokens = self.proj_in(tokens)
+        if self.projection == "conv":  # SD 1.x: 1x1 convolution, then tokens
+            projected = self.proj_in(self.norm(x))  # (b*t, inner, h, w), per-frame norm
+            tokens = projected.permute(0, 2, 3, 1).reshape(bt, h * w, projected.shape[1])  # (b*t, h*w, inner)
+        else:
+            tokens = self.norm(x).permute(0, 2, 3, 1).reshape(bt, h * w, c)  # (b*t, h*w, c), per-frame norm
+            tokens = self.proj_in(tokens)
         if self.position == "absolute":  # Latte's 2-D sin-cos table, added to every pixel's token
             tokens = tokens + sincos_2d_positions(h, w, tokens.shape[-1], tokens.device, tokens.dtype)
         for block in self.blocks:
-            tokens = block(tokens, context)
+            tokens = block(tokens, context, frames, num_images)
+        if self.projection == "conv":
+            return x + self.proj_out(tokens.reshape(bt, h, w, -1).permute(0, 3, 1, 2))  # (b*t, c, h, w)
         tokens = self.proj_out(tokens)  # (b*t, h*w, c)
         return x + tokens.reshape(bt, h, w, c).permute(0, 3, 1, 2)
 

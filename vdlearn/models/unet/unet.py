@@ -1,4 +1,4 @@
-"""The video U-Net of VideoCrafter1/2: config, presets and the model.
+"""The video U-Net of VideoCrafter1/2 and LaVie: config, presets and the model.
 
 A latent video diffusion model predicts the noise ``eps`` in a noisy latent video
 ``x_t (b, 4, t, h, w)`` given the timestep, the caption tokens and (VideoCrafter1, kept by VideoCrafter2) the fps.
@@ -24,8 +24,19 @@ layers look across frames. Remove the temporal layers and what is left is exactl
 image U-Net applied to every frame: that is *image mode* (``forward(..., temporal=False)``)
 and the starting point of *inflation* (:mod:`vdlearn.models.unet.inflate`).
 
+LaVie (arXiv 2309.15103, sec. 3.1; ``base/models/unet.py`` and ``interpolation/models/unet.py``
+of Vchitect/LaVie) is the same skeleton with Stable Diffusion 1.4's settings (8 heads at every
+width, 1x1-conv projections, 768-wide CLIP text) and other temporal choices, all config fields:
+no temporal convs, transformers or ``init_attn``; instead a temporal attention *inside* every
+spatial transformer block (``block_temporal_attention``), ResBlock and output GroupNorms over all
+frames (``video_group_norm``) and, for the interpolation model, a sparse-causal ``attn1``
+(``sparse_causal_attention``) and the conditioning latent concatenated to the input
+(``concat_channels=4``). Presets ``lavie_base`` and ``lavie_interpolation``; official weights
+load through :mod:`vdlearn.pretrained.lavie`.
+
 Parameters fall into two groups, ``"spatial"`` (the image U-Net) and ``"temporal"``
-(temporal convs, temporal transformers, ``init_attn`` and the fps embedding): VideoCrafter2's
+(temporal convs, temporal transformers, ``init_attn``, LaVie's in-block temporal attentions and the
+fps embedding): VideoCrafter2's
 recipe fine-tunes the spatial group only (``model.freeze("temporal")``).
 
 Taught in ``notebooks/04_temporal_unet.ipynb``.
@@ -52,8 +63,14 @@ from vdlearn.models.unet.resblock import (
     apply_to_video_frames,
     fold_frames,
     unfold_frames,
+    video_group_norm,
 )
-from vdlearn.models.unet.transformer import SpatialTransformer, TemporalTransformer
+from vdlearn.models.unet.transformer import (
+    BLOCK_TEMPORAL_KINDS,
+    BlockTemporalAttention,
+    SpatialTransformer,
+    TemporalTransformer,
+)
 
 GROUPS = ("spatial", "temporal")
 
@@ -73,8 +90,14 @@ class UNetConfig:
     num_res_blocks: int = 2  # ResBlocks per level on the way down (up: one more)
     attention_levels: tuple[int, ...] = (0, 1, 2)  # levels (0 = full resolution) that get transformers
     head_channels: int = 64  # channels per attention head; heads = width // head_channels
+    attention_heads: int | None = None  # a fixed number of heads at every width instead (SD 1.x and LaVie: 8,
+    #                                     head width = width // attention_heads); None: use head_channels
     transformer_depth: int = 1  # transformer blocks per spatial transformer
     norm_groups: int = 32  # GroupNorm groups everywhere (widths must be divisible by it)
+    video_group_norm: bool = False  # ResBlock and output GroupNorms take statistics over (c/g, t, h, w), all
+    #                                 frames of a video together (LaVie's 5-D GroupNorm); False: per frame
+    spatial_projection: str = "linear"  # proj_in/proj_out of the spatial transformers: "linear" (SD 2.x,
+    #                                     VideoCrafter) | "conv" (1x1 Conv2d: SD 1.x, LaVie)
     dropout: float = 0.0  # dropout in ResBlocks and attention
     # --- conditioning -----------------------------------------------------------------
     context_dim: int | None = 1024  # width of the text tokens (OpenCLIP-H: 1024); None: no cross-
@@ -93,7 +116,12 @@ class UNetConfig:
     spatial_position: str = "none"  # "none" (every paper's U-Net) | "absolute" (Latte's 2-D sin-cos table added
     #                                  to the tokens of every spatial transformer: vdlearn's transplant)
     temporal_position: str = "none"  # "none" (VC2) | "relative" (Shaw, VC1) | "rope_bias" (LaVie) | "absolute"
-    #                                   (AnimateDiff: the frame-index sinusoid added to the attention input)
+    #                                   (AnimateDiff: the frame-index sinusoid added to the attention input);
+    #                                   used by every temporal attention (transformers and in-block)
+    block_temporal_attention: str = "none"  # a temporal attention inside every spatial transformer block:
+    #                                   "none" | "after_cross" (LaVie base: attn1, attn2, temporal, ff) |
+    #                                   "after_ff" (LaVie interpolation: attn1, attn2, ff, temporal)
+    sparse_causal_attention: bool = False  # attn1 of frame i attends to frames 0 and i-1 (LaVie interpolation)
     max_relative_distance: int = 16  # "relative": distances clipped to +-this (table of 2*16+1 rows)
     rotary_dim: int = 32  # "rope_bias": channels of each head that are rotated
     bias_buckets: int = 32  # "rope_bias": T5 distance buckets
@@ -109,15 +137,24 @@ class UNetConfig:
             raise ValueError(f"spatial_position must be 'none' or 'absolute', got {self.spatial_position!r}.")
         if self.temporal_position not in POSITION_KINDS:
             raise ValueError(f"temporal_position must be one of {POSITION_KINDS}, got {self.temporal_position!r}.")
+        if self.block_temporal_attention not in BLOCK_TEMPORAL_KINDS:
+            raise ValueError(f"block_temporal_attention must be one of {BLOCK_TEMPORAL_KINDS}, "
+                             f"got {self.block_temporal_attention!r}.")
+        if self.spatial_projection not in ("linear", "conv"):
+            raise ValueError(f"spatial_projection must be 'linear' or 'conv', got {self.spatial_projection!r}.")
+        if self.attention_heads is not None and self.attention_heads < 1:
+            raise ValueError(f"attention_heads must be a positive number of heads or None, got {self.attention_heads}.")
         bad = [lvl for lvl in self.attention_levels if not 0 <= lvl < len(self.channel_mult)]
         if bad:
             raise ValueError(f"attention_levels {bad} do not exist: there are {len(self.channel_mult)} levels.")
         for mult in self.channel_mult:
             width = self.model_channels * mult
-            if width % self.norm_groups or width % self.head_channels:
+            heads = (f"head_channels={self.head_channels}" if self.attention_heads is None
+                     else f"attention_heads={self.attention_heads}")
+            if width % self.norm_groups or width % (self.attention_heads or self.head_channels):
                 raise ValueError(
                     f"Width {width} (model_channels {self.model_channels} x {mult}) must be divisible by "
-                    f"norm_groups={self.norm_groups} and head_channels={self.head_channels}."
+                    f"norm_groups={self.norm_groups} and {heads}."
                 )
         if self.image_cross_attention and self.context_dim is None:
             raise ValueError("image_cross_attention needs a context_dim.")
@@ -128,12 +165,17 @@ class UNetConfig:
 
     @property
     def has_temporal_layers(self) -> bool:
-        return self.temporal_conv or self.temporal_attention or self.init_temporal_attention or self.fps_cond
+        return (self.temporal_conv or self.temporal_attention or self.init_temporal_attention or self.fps_cond
+                or self.block_temporal_attention != "none")
 
     def image_only(self) -> UNetConfig:
-        """The same U-Net without temporal layers or fps: an image U-Net (applied per frame)."""
+        """The same U-Net without temporal layers or fps: an image U-Net (applied per frame).
+
+        ``video_group_norm`` and ``sparse_causal_attention`` are kept: they have no weights of their
+        own, and on a single frame (image mode) they are a per-frame norm and a self-attention.
+        """
         return dataclasses.replace(self, temporal_conv=False, temporal_attention=False,
-                                   init_temporal_attention=False, fps_cond=False)
+                                   init_temporal_attention=False, fps_cond=False, block_temporal_attention="none")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> UNetConfig:
@@ -168,6 +210,22 @@ UNET_PRESETS: dict[str, UNetConfig] = {
     "videocrafter1_t2v_512": UNetConfig(temporal_conv=False, temporal_position="relative", fps_cond=False),
     # VideoCrafter1 image-to-video, 320x512: VideoCrafter2's layout plus dual cross-attention
     "videocrafter1_i2v_512": UNetConfig(image_cross_attention=True),
+    # LaVie base text-to-video, 320x512 (Vchitect/LaVie base/): Stable Diffusion 1.4's U-Net (8 heads,
+    # 1x1-conv projections, CLIP ViT-L/14 text of width 768), video GroupNorm in the ResBlocks and the
+    # output, and in every transformer block a temporal attention (rotary + T5 bias) after the cross-attention
+    "lavie_base": UNetConfig(
+        context_dim=768, attention_heads=8, spatial_projection="conv", video_group_norm=True, fps_cond=False,
+        temporal_conv=False, temporal_attention=False, init_temporal_attention=False,
+        block_temporal_attention="after_cross", temporal_position="rope_bias",
+    ),
+    # LaVie interpolation, 16 -> 61 frames (Vchitect/LaVie interpolation/): the base layout with the
+    # conditioning latent concatenated (8 input channels), a sparse-causal attn1 and a position-free
+    # temporal attention after the feed-forward
+    "lavie_interpolation": UNetConfig(
+        concat_channels=4, context_dim=768, attention_heads=8, spatial_projection="conv", video_group_norm=True,
+        fps_cond=False, temporal_conv=False, temporal_attention=False, init_temporal_attention=False,
+        block_temporal_attention="after_ff", temporal_position="none", sparse_causal_attention=True,
+    ),
 }
 
 
@@ -185,7 +243,7 @@ class UNetStage(nn.Module):
         if self.res is not None:
             h = self.res(h, emb, frames, num_images)
         if self.spatial is not None:
-            h = self.spatial(h, context)
+            h = self.spatial(h, context, frames, num_images)
         if self.temporal is not None:
             h = apply_to_video_frames(self.temporal, h, frames, num_images)
         if self.resample is not None:
@@ -202,14 +260,14 @@ class MiddleBlock(nn.Module):
 
     def forward(self, h, emb, context, frames: int, num_images: int):
         h = self.res1(h, emb, frames, num_images)
-        h = self.spatial(h, context)
+        h = self.spatial(h, context, frames, num_images)
         if self.temporal is not None:
             h = apply_to_video_frames(self.temporal, h, frames, num_images)
         return self.res2(h, emb, frames, num_images)
 
 
 class VideoUNet(nn.Module):
-    """The VideoCrafter-style video U-Net.
+    """The video U-Net of VideoCrafter1/2 and LaVie: one class, the presets choose the layout.
 
     ``forward(x (b, c, t, h, w), timesteps (b,), context (b, n, d) | (b, t, n, d) | None,
     fps (b,) | None) -> (b, c_out, t, h, w)``.
@@ -221,28 +279,35 @@ class VideoUNet(nn.Module):
         emb_dim = 4 * cfg.model_channels
 
         def heads_of(channels: int) -> int:
-            return channels // cfg.head_channels
+            return cfg.attention_heads or channels // cfg.head_channels
 
-        temporal_options = {"norm_groups": cfg.norm_groups, "position": cfg.temporal_position,
-                            "max_distance": cfg.max_relative_distance, "rotary_dim": cfg.rotary_dim,
-                            "bias_buckets": cfg.bias_buckets, "bias_max_distance": cfg.bias_max_distance,
-                            "dropout": cfg.dropout}
+        def head_width(channels: int) -> int:
+            return channels // cfg.attention_heads if cfg.attention_heads else cfg.head_channels
+
+        positions = {"position": cfg.temporal_position, "max_distance": cfg.max_relative_distance,
+                     "rotary_dim": cfg.rotary_dim, "bias_buckets": cfg.bias_buckets,
+                     "bias_max_distance": cfg.bias_max_distance}
+        temporal_options = {"norm_groups": cfg.norm_groups, **positions, "dropout": cfg.dropout}
 
         def res(cin, cout):
             return ResBlock(cin, emb_dim, cout, cfg.dropout, cfg.temporal_conv, cfg.temporal_conv_dropout,
-                            cfg.norm_groups)
+                            cfg.norm_groups, cfg.video_group_norm)
 
         def spatial(ch):
-            return SpatialTransformer(ch, heads_of(ch), cfg.head_channels, cfg.transformer_depth, cfg.context_dim,
+            return SpatialTransformer(ch, heads_of(ch), head_width(ch), cfg.transformer_depth, cfg.context_dim,
                                       cfg.dropout, cfg.norm_groups, cfg.image_cross_attention,
                                       cfg.text_context_len, cfg.image_cross_attention_scale,
-                                      cfg.spatial_position)
+                                      cfg.spatial_position, cfg.spatial_projection, cfg.block_temporal_attention,
+                                      positions, cfg.sparse_causal_attention)
 
         def temporal(ch, heads=None):
             if not cfg.temporal_attention and heads is None:
                 return None
-            return TemporalTransformer(ch, heads or heads_of(ch), cfg.head_channels,
-                                       cfg.temporal_transformer_depth, **temporal_options)
+            if heads is not None:  # init_attn: its own number of heads of head_channels each
+                return TemporalTransformer(ch, heads, cfg.head_channels, cfg.temporal_transformer_depth,
+                                           **temporal_options)
+            return TemporalTransformer(ch, heads_of(ch), head_width(ch), cfg.temporal_transformer_depth,
+                                       **temporal_options)
 
         # --- embeddings and stem -------------------------------------------------------
         self.time_embed = ScalarEmbedding(cfg.model_channels, emb_dim)
@@ -421,7 +486,11 @@ class VideoUNet(nn.Module):
         for stage in self.up_stages:
             h = torch.cat([h, skips.pop()], dim=1)  # (b*t, c + c_skip, h, w)
             h = self._run(stage, h, emb, context, t, num_images)
-        h = self.conv_out(F.silu(self.out_norm(h)))  # (b*t, c_out, h, w)
+        if self.config.video_group_norm:  # LaVie: statistics over all frames of a video
+            h = video_group_norm(self.out_norm, h, t, num_images)
+        else:
+            h = self.out_norm(h)
+        h = self.conv_out(F.silu(h))  # (b*t, c_out, h, w)
         return unfold_frames(h, t).contiguous()  # (b, c_out, t, h, w)
 
     def stem(self, h: torch.Tensor, x: torch.Tensor, context: torch.Tensor | None, num_images: int) -> torch.Tensor:
@@ -443,8 +512,10 @@ class VideoUNet(nn.Module):
 
     # --- parameter groups ------------------------------------------------------------------
     def temporal_modules(self) -> list[nn.Module]:
-        """Modules that exist only in the video model: temporal convs/transformers, init_attn, fps embedding."""
-        mods = [m for m in self.modules() if isinstance(m, (TemporalTransformer, TemporalConvBlock))]
+        """Modules that exist only in the video model: temporal convs/transformers, init_attn, LaVie's
+        in-block temporal attentions, fps embedding."""
+        kinds = (TemporalTransformer, TemporalConvBlock, BlockTemporalAttention)
+        mods = [m for m in self.modules() if isinstance(m, kinds)]
         if self.fps_embed is not None:
             mods.append(self.fps_embed)
         return mods
