@@ -27,15 +27,13 @@ Taught in notebook 10_pretrained.
 
 from __future__ import annotations
 
-import io
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from vdlearn.viz import ffmpeg_path
+from vdlearn.viz import save_video
 
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 
@@ -73,41 +71,16 @@ def to_uint8(frames) -> np.ndarray:
 def export_to_video(video_frames, output_video_path: str | Path, fps: float = 8) -> Path:
     """Write one video (``output.frames[0]``: np ``(t, H, W, 3)``, a tensor, or a list of PIL images).
 
-    ``.mp4`` (H.264 through mediapy and ffmpeg) or ``.gif`` (Pillow). Returns the path written:
+    ``.mp4`` or ``.gif``, through :func:`vdlearn.viz.save_video`. Returns the path written:
     without ffmpeg an ``.mp4`` request writes a ``.gif`` instead, with a warning.
     """
     path = Path(output_video_path)
+    if path.suffix.lower() not in (".mp4", ".gif"):
+        raise ValueError(f"export_to_video writes .mp4 or .gif files, got {path.name!r}.")
     if isinstance(video_frames, torch.Tensor) and video_frames.ndim == 4 and video_frames.shape[1] == 3:
         video_frames = video_frames.permute(0, 2, 3, 1)  # "pt" frames (t, 3, H, W) -> (t, H, W, 3)
-    frames = to_uint8(video_frames)  # (t, H, W, 3)
-    suffix = path.suffix.lower()
-    if suffix not in (".mp4", ".gif"):
-        raise ValueError(f"export_to_video writes .mp4 or .gif files, got {path.name!r}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".mp4":
-        ffmpeg = ffmpeg_path()
-        if ffmpeg is not None:
-            import mediapy
-
-            mediapy.set_ffmpeg(ffmpeg)
-            mediapy.write_video(path, frames, fps=fps)
-            return path
-        warnings.warn(f"No ffmpeg found: writing {path.with_suffix('.gif').name} instead of {path.name}.",
-                      stacklevel=2)
-        path = path.with_suffix(".gif")
-    path.write_bytes(gif_bytes(frames, fps))
-    return path
-
-
-def gif_bytes(frames: np.ndarray, fps: float) -> bytes:
-    """An animated, looping GIF of ``uint8`` frames ``(t, H, W, 3)``, drawn with Pillow."""
-    from PIL import Image
-
-    images = [Image.fromarray(f) for f in frames]
-    buf = io.BytesIO()
-    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
-                   duration=max(int(1000 / fps), 20), loop=0)
-    return buf.getvalue()
+    frames = to_uint8(video_frames)  # (t, H, W, 3), truncated as the official script does
+    return save_video(path, frames.astype(np.float32) / 255, fps=fps, scale=1)
 
 
 __all__ = ["OUTPUT_TYPES", "export_to_video", "postprocess_video", "to_uint8"]
