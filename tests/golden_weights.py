@@ -75,3 +75,42 @@ def state_dict_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
         digest.update(f"{name}{tuple(t.shape)}".encode())
         digest.update(t.numpy().tobytes())
     return digest.hexdigest()
+
+
+def lavie_golden_model(path, preset: str, reduced: Mapping, official_commit: str, freqs: str = "rotary_emb.freqs"):
+    """A LaVie U-Net golden file's model: ``(model, golden tensors, official-named weights)``.
+
+    Reads ``path`` (inputs, outputs and the official run's metadata), checks that the official
+    layout at the recorded reduced width is vdlearn's, rebuilds the seeded weights (checked
+    against their digest), adds the official run's shared rotary frequencies and loads it all
+    through :func:`vdlearn.pretrained.lavie.from_official`, wrapped as the released files are.
+    A missing golden file fails the test (it does not skip).
+    """
+    import json
+    from pathlib import Path
+
+    import pytest
+    from safetensors import safe_open
+
+    from vdlearn.models.unet import VideoUNet
+    from vdlearn.pretrained.lavie import from_official, official_shapes
+
+    path = Path(path)
+    if not path.exists():
+        pytest.fail(f"Golden file {path} is missing. It is part of the repository; restore it from git, or "
+                    f"regenerate it with the script in tests/fixtures/golden/README.md (section LaVie).")
+    with safe_open(str(path), "pt") as f:
+        g = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+        meta = {k: json.loads(v) for k, v in f.metadata().items()}
+    assert meta["official_commit"] == official_commit and meta["preset"] == preset
+    assert {k: tuple(v) if isinstance(v, list) else v for k, v in meta["vdlearn_overrides"].items()} == dict(reduced)
+    shapes = {k: tuple(v) for k, v in meta["official_shapes"].items()}
+    with torch.device("meta"):  # no time spent on a random initialisation
+        model = VideoUNet.from_preset(preset, **reduced)
+    assert official_shapes(model) == shapes  # the official layout at reduced width is vdlearn's
+    weights = seeded_state_dict({k: s for k, s in shapes.items() if not k.endswith(freqs)}, meta["weight_seed"])
+    assert state_dict_digest(weights) == meta["seeded_weights_sha256"], "golden_weights.py changed?"
+    # the official run's rotary frequencies (rotary_embedding_torch's own numbers), as in a real checkpoint
+    weights |= {k: g["rotary_freqs"] for k in shapes if k.endswith(freqs)}
+    model.load_state_dict(from_official({"ema": weights}, model), assign=True)  # wrapped as the released files
+    return model.eval(), g, weights

@@ -144,6 +144,16 @@ def test_the_judge_api_refuses_values_outside_minus_one_one():
         judge.quality(torch.full((1, 3, 8, 32, 32), float("nan")))
 
 
+def test_the_judge_api_refuses_frames_that_are_not_square():
+    """A 32 x 64 clip would be squashed to 32 x 32 and its speed read at the wrong scale."""
+    from vdlearn.eval.judge import Judge
+
+    judge = Judge.load()
+    with pytest.raises(InputError, match="32 x 64"):
+        judge.describe(torch.zeros(1, 3, 8, 32, 64))
+    assert len(judge.describe(torch.zeros(1, 3, 8, 64, 64))) == 1  # a 64 x 64 world clip is judged
+
+
 def test_generate_refuses_bad_steps_seeds_and_fps():
     from vdlearn.pipelines.t2v import TextToVideo
 

@@ -48,6 +48,26 @@ def test_the_layout_depends_on_caption_frame_and_place():
     assert (video[0, :, :, 0, 0] - video[0, :, :, 7, 7]).abs().max() > 1e-3  # two corners differ
 
 
+def test_a_layout_that_reads_the_fps_gives_each_frame_rate_its_own_layout():
+    """``fps_dim > 0`` (preset toy_layout_fpscond): the same caption at 4 and 16 fps, two layouts."""
+    torch.manual_seed(0)
+    layout = CaptionLayout(context_dim=32, channels=16, frames=4, height=8, width=8, rank=3, fps_dim=16)
+    with torch.no_grad():
+        layout.proj.weight.normal_()
+        _, _, ctx, _ = _inputs()
+        ctx = ctx[:1].expand(2, -1, -1)  # one caption twice
+        out = layout(ctx, torch.tensor([4, 16])).reshape(2, 4, 16, 8, 8)
+        assert (out[0] - out[1]).abs().max() > 1e-3
+        same = layout(ctx, torch.tensor([8, 8])).reshape(2, 4, 16, 8, 8)
+        assert torch.equal(same[0], same[1])
+    with pytest.raises(ValueError, match="pass fps"):
+        layout(ctx)
+    with pytest.raises(ValueError, match="fps_cond"):
+        CaptionLayoutUNet(UNetConfig.preset("toy", **{**SMALL, "fps_cond": False}), (4, 8, 8), fps_dim=16)
+    model = TextToVideo.from_preset("toy_layout_fpscond")
+    assert model.unet.caption_layout.fps_dim == 32 and model.config.world == "toy32_8f_fps"
+
+
 def test_layout_misuse_is_explained():
     with pytest.raises(ValueError, match="frames, height, width"):
         CaptionLayoutUNet(UNetConfig.preset("toy", **SMALL), (4, 8))

@@ -3,8 +3,10 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 
 def run(*args, check=True):
@@ -16,7 +18,7 @@ def run(*args, check=True):
 
 
 @pytest.mark.parametrize("sub", [[], ["world"], ["judge"], ["train"], ["train", "judges"], ["train", "t2v"],
-                                 ["train", "vae"], ["train", "denoiser"], ["sample"], ["eval"]])
+                                 ["train", "vae"], ["train", "denoiser"], ["sample"], ["eval"], ["ship"]])
 def test_help_explains_every_command(sub):
     out = run(*sub, "--help").stdout
     assert "usage: vdlearn" in out
@@ -74,3 +76,22 @@ def test_train_then_sample_then_eval_a_tiny_text_to_video_model(tmp_path):
     assert bad.returncode != 0 and "sideways" in bad.stderr and "vocabulary" in bad.stderr
     wrong = run("eval", "--checkpoint", str(out / "checkpoint.safetensors"), "--n", "2", check=False)
     assert wrong.returncode != 0 and "training state" in wrong.stderr
+
+    # ship: half the bytes, the weights rounded to float16, measured again, the float32 figures kept
+    half = tmp_path / "half.safetensors"
+    said = run("ship", ckpt, str(half), "--n", "4", "--quiet").stdout
+    assert "wrote" in said and "float32" in said
+    from vdlearn.io import load_checkpoint
+
+    full_w, _ = load_checkpoint(ckpt)
+    half_w, half_meta = load_checkpoint(half)
+    assert half_meta["stored_dtype"] == "float16" and half_meta["command"] == meta["command"]
+    assert half_meta["ship"]["metrics_float32"]["eval"] == meta["metrics"]["eval"]
+    assert half_meta["metrics"]["eval"]["train_combinations"]["adherence"]["n"] == 4
+    assert all(torch.equal(half_w[k], v.half()) for k, v in full_w.items() if v.is_floating_point())
+    assert half.stat().st_size < 0.6 * Path(ckpt).stat().st_size
+    from vdlearn.pipelines.t2v import TextToVideo
+
+    assert next(TextToVideo.load(half).parameters()).dtype == torch.float32
+    same = run("ship", ckpt, ckpt, check=False)
+    assert same.returncode == 2 and "another file" in same.stderr

@@ -13,14 +13,12 @@
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from golden_weights import seeded_state_dict, state_dict_digest
-from safetensors import safe_open
+from golden_weights import lavie_golden_model
 
 from vdlearn.io import CheckpointMismatchError
 from vdlearn.models.unet import UNetConfig, VideoUNet, inflate
@@ -91,6 +89,10 @@ def test_full_base_parameter_count_and_temporal_layer_facts():
     assert counts["total"] + 16 == 909_124_116 and round(counts["temporal"] / 1e6, 1) == 49.6
     layers = [m for m in model.modules() if isinstance(m, BlockTemporalAttention)]
     assert len(layers) == 16  # one in each of SD 1.4's 16 transformer blocks
+    from vdlearn.models.unet.inspection import parameter_breakdown
+
+    kinds = parameter_breakdown(model)  # the in-block temporal attention is temporal there too
+    assert kinds["temporal transformers"] + kinds["temporal convs"] == counts["temporal"]
     for layer in layers:
         attn = layer.attn
         assert attn.heads == 8 and attn.dim_head in (40, 80, 160) and attn.position == "rope_bias"
@@ -120,32 +122,10 @@ def test_videocrafter_presets_do_not_map_onto_lavie_names():
 
 
 # --- golden outputs of the official code ---------------------------------------------------------------
-def read_golden(preset: str) -> tuple[dict[str, torch.Tensor], dict]:
-    path = GOLDEN / f"unet_{preset}.safetensors"
-    if not path.exists():
-        pytest.fail(f"Golden file {path} is missing. It is part of the repository; restore it from git, or "
-                    f"regenerate it with the script in {GOLDEN.parent / 'README.md'} (section LaVie).")
-    with safe_open(str(path), "pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
-        meta = {k: json.loads(v) for k, v in f.metadata().items()}
-    return tensors, meta
-
-
 @functools.cache
 def golden(preset: str) -> tuple[VideoUNet, dict, dict]:
     """vdlearn's U-Net at the golden reduced width, loaded with the official run's weights via from_official."""
-    g, meta = read_golden(preset)
-    assert meta["official_commit"] == OFFICIAL_COMMIT and meta["preset"] == preset
-    assert {k: tuple(v) if isinstance(v, list) else v for k, v in meta["vdlearn_overrides"].items()} == REDUCED
-    shapes = {k: tuple(v) for k, v in meta["official_shapes"].items()}
-    model = meta_model(preset, **REDUCED)  # no time spent on a random initialisation
-    assert official_shapes(model) == shapes  # the official layout at reduced width is vdlearn's
-    weights = seeded_state_dict({k: s for k, s in shapes.items() if not k.endswith(FREQS)}, meta["weight_seed"])
-    assert state_dict_digest(weights) == meta["seeded_weights_sha256"], "golden_weights.py changed?"
-    # the official run's rotary frequencies (rotary_embedding_torch's own numbers), as in a real checkpoint
-    weights |= {k: g["rotary_freqs"] for k in shapes if k.endswith(FREQS)}
-    model.load_state_dict(from_official({"ema": weights}, model), assign=True)  # wrapped as the released files
-    return model.eval(), g, weights
+    return lavie_golden_model(GOLDEN / f"unet_{preset}.safetensors", preset, REDUCED, OFFICIAL_COMMIT, FREQS)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -156,7 +136,7 @@ def _free_golden_models():
 
 def test_golden_folder_is_small_and_documented():
     files = sorted(p.name for p in GOLDEN.iterdir())
-    assert files == [f"unet_{p}.safetensors" for p in PRESETS]
+    assert files == [f"unet_{p}.safetensors" for p in [*PRESETS, "lavie_vsr"]]  # VSR: tests/test_lavie_vsr.py
     assert all((GOLDEN / f).stat().st_size < 300_000 for f in files)
     assert OFFICIAL_COMMIT in (GOLDEN.parent / "README.md").read_text()
 
@@ -255,8 +235,10 @@ def test_load_lavie_unet_reads_the_released_file_layout(tmp_path):
     x, t, ctx, concat = small_inputs(model)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x, t, ctx, concat=concat), model(x, t, ctx, concat=concat))
-    with pytest.raises(CheckpointMismatchError, match="VSR"):
-        detect_preset({"conv_in.weight": torch.zeros(256, 7, 3, 3), "class_embedding.weight": torch.zeros(1000, 1)})
+    assert detect_preset({"conv_in.weight": torch.zeros(256, 7, 3, 3),
+                          "class_embedding.weight": torch.zeros(1000, 1)}) == "lavie_vsr"
+    with pytest.raises(CheckpointMismatchError, match="VSR"):  # a noise-level table without the 7 input channels
+        detect_preset({"conv_in.weight": torch.zeros(256, 4, 3, 3), "class_embedding.weight": torch.zeros(1000, 1)})
 
 
 # --- the LaVie-specific operations ----------------------------------------------------------------------

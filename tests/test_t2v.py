@@ -1,5 +1,7 @@
 """Text-to-video: the pipeline, its training task, exact resume, checkpoints, and the shipped model."""
 
+import math
+
 import pytest
 import torch
 
@@ -131,27 +133,44 @@ def test_training_state_is_not_mistaken_for_a_model(tmp_path):
 
 
 # ------------------------------------------------------------------ the shipped model
-shipped = pytest.mark.skipif(not shipped_t2v_path().exists(), reason="no shipped text-to-video model in data/t2v")
+def test_the_shipped_models_are_there():
+    """A missing shipped model fails here (the tests below would fail on loading it, too)."""
+    for name in ("toy", "toy_layout"):
+        assert shipped_t2v_path(name).exists(), f"{shipped_t2v_path(name)} is missing: see data/t2v/README.md"
 
 
-@shipped
-def test_shipped_model_follows_prompts():
-    """32 training-combination prompts and 32 held-out ones, 25 DDIM steps, measured by the judges."""
+def noise_floor(p: float, n: int = 32) -> float:
+    """The recorded 256-prompt adherence ``p`` less three standard errors of an ``n``-prompt estimate.
+
+    The standard error is taken at ``p`` no higher than 0.97, so that a figure of 1.00 still allows
+    one miss in 32 prompts.
+    """
+    q = min(p, 0.97)
+    return p - 3 * math.sqrt(q * (1 - q) / n)
+
+
+def check_against_record(name: str, attributes: tuple[str, ...]) -> None:
+    """32 prompts per set, 25 DDIM steps: each attribute at least its recorded figure less the noise margin."""
     from vdlearn.eval.generation import evaluate_t2v
 
-    model = TextToVideo.load_shipped()
+    model = TextToVideo.load_shipped(name)
+    recorded = model.meta["metrics"]["eval"]
     report = evaluate_t2v(model, n=32, num_steps=25, references=False, progress=False)
-    # measured on 256 prompts each (data/t2v/toy.json): object 0.94 / 0.89, colour 1.00, speed 1.00;
-    # direction is near chance (0.30 / 0.27), so it is not asserted here (data/t2v/README.md)
     for split in ("train_combinations", "heldout_combinations"):
-        adh = report[split]["adherence"]
-        assert adh["colour"] >= 0.9 and adh["speed"] >= 0.8 and adh["object"] >= 0.7, (split, adh)
+        adh, rec = report[split]["adherence"], recorded[split]["adherence"]
+        for attr in attributes:
+            assert adh[attr] >= noise_floor(rec[attr]), (name, split, attr, adh[attr], rec[attr])
     # generated clips are much closer to clean clips than to the low-quality regime
     tr = report["train_combinations"]
     assert tr["frechet_to_clean"] < tr["frechet_to_lowq"]
 
 
-@shipped
+def test_shipped_model_follows_prompts():
+    """``toy``: object, colour and speed; its direction is near chance (0.30 / 0.27 recorded), the
+    failure notebook 05 is about, so it is not held to a figure (data/t2v/README.md)."""
+    check_against_record("toy", ("object", "colour", "speed"))
+
+
 def test_shipped_model_json_records_its_provenance():
     import json
 
@@ -164,26 +183,11 @@ def test_shipped_model_json_records_its_provenance():
     assert ev["train_combinations"]["adherence"]["n"] == ev["heldout_combinations"]["adherence"]["n"] == 256
 
 
-shipped_layout = pytest.mark.skipif(not shipped_t2v_path("toy_layout").exists(),
-                                    reason="no shipped caption-layout model in data/t2v")
-
-
-@shipped_layout
 def test_the_layout_model_follows_the_direction():
-    """32 prompts per set, 25 DDIM steps; the 256-prompt figures are in data/t2v/toy_layout.json."""
-    from vdlearn.eval.generation import evaluate_t2v
-
-    report = evaluate_t2v(TextToVideo.load_shipped("toy_layout"), n=32, num_steps=25, references=False,
-                          progress=False)
-    for split in ("train_combinations", "heldout_combinations"):
-        adh = report[split]["adherence"]
-        assert adh["direction"] >= 0.7 and adh["colour"] >= 0.9 and adh["speed"] >= 0.8, (split, adh)
-        assert adh["object"] >= 0.6, (split, adh)
-    tr = report["train_combinations"]
-    assert tr["frechet_to_clean"] < tr["frechet_to_lowq"]
+    """``toy_layout``: every attribute and the joint adherence, against data/t2v/toy_layout.json."""
+    check_against_record("toy_layout", ("object", "colour", "direction", "speed", "joint"))
 
 
-@shipped_layout
 def test_the_layout_model_records_the_model_it_started_from():
     import json
 

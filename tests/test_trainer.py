@@ -2,8 +2,10 @@
 
 import csv
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,33 @@ def test_learning_rate_schedule():
     assert learning_rate(0, cfg) == pytest.approx(0.1) and learning_rate(9, cfg) == pytest.approx(1.0)
     assert learning_rate(100, cfg) == pytest.approx(0.1)
     assert learning_rate(55, cfg) == pytest.approx(0.55)
+
+
+def test_kill_9_mid_run_then_resume_gives_the_same_losses(tmp_path):
+    """SIGKILL at an arbitrary moment (no clean shutdown, a stale lock left behind), then --resume."""
+    steps, common = 60, ["--task", "regression", "--steps", "60", "--ckpt-every", "3"]
+    full = run([str(tmp_path / "full"), *common])
+    out = tmp_path / "killed"
+    script = str(Path(__file__).parent / "scripts" / "tiny_training.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
+    proc = subprocess.Popen([sys.executable, script, str(out), *common, "--step-sleep", "0.1"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = out / "log.csv"
+    # wait (however slow the machine) until the run is well past its first checkpoints, then kill -9
+    while proc.poll() is None and not (log.exists() and len(log.read_text().splitlines()) > 20):
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()[-2000:]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(log.read_text().splitlines()) - 1
+    assert 20 <= done < steps  # killed mid-run
+    resumed = run([str(out), *common, "--resume"])
+    assert resumed.history == full.history  # bit-for-bit the same sequence of losses
+    unwrap = full.accelerator.unwrap_model
+    assert same_weights(unwrap(full.model).state_dict(), unwrap(resumed.model).state_dict())
+    assert same_weights(full.ema.shadow, resumed.ema.shadow)
+    rows = list(csv.DictReader(log.open()))
+    assert [int(r["step"]) for r in rows] == list(range(steps))  # no step logged twice after the kill
 
 
 def launch_two_processes(out, port: int, *args: str, timeout: int = 600) -> None:

@@ -9,6 +9,7 @@
     vdlearn sample --prompt "a red 3 moving left quickly" --out x.mp4     generate a video
     vdlearn eval --checkpoint runs/t2v/t2v.safetensors                    the judges' report on a model
     vdlearn eval --words                                                  which caption words the model uses
+    vdlearn ship runs/t2v/t2v.safetensors data/t2v/NAME.safetensors       store a model in float16, measured again
 
 Every subcommand has --help. A bad input is refused before any work starts, with one message
 and exit code 2 (``--debug`` or ``VDLEARN_DEBUG=1`` shows the traceback).
@@ -230,6 +231,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ship(args: argparse.Namespace) -> int:
+    """Store a trained model with float16 weights (half the bytes) and measure it again as stored."""
+    from vdlearn.shipping import ship
+
+    path, summary = ship(args.source, args.dest, dtype=args.dtype, n=args.n, progress=not args.quiet)
+    print("\n".join(summary))
+    print(f"wrote {path} ({args.dtype})")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     module = importlib.import_module(TRAINERS[args.what][0])
     return module.main(args)
@@ -300,6 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "loss on real clips when one word is swapped for a wrong one (vdlearn.eval.word_probe)")
     e.add_argument("--json", action="store_true", help="print the full report as json")
     e.set_defaults(func=cmd_eval)
+
+    h = sub.add_parser("ship", help="store a model in half precision and measure it again (vdlearn/shipping.py)",
+                       description=(cmd_ship.__doc__ or "").strip().split("\n")[0])
+    h.add_argument("source", help="a model from `vdlearn train t2v`, `train denoiser` or `train vae`")
+    h.add_argument("dest", help="where to write the half-precision copy (e.g. data/t2v/toy.safetensors)")
+    h.add_argument("--dtype", choices=("float16", "bfloat16"), default="float16", help="storage precision")
+    h.add_argument("--n", type=int, default=256, help="text-to-video: prompts per set of the evaluation (default 256)")
+    h.add_argument("--quiet", action="store_true", help="no progress bar")
+    h.set_defaults(func=cmd_ship)
 
     t = sub.add_parser("train", help="train a model", description="Train one of vdlearn's models.")
     tsub = t.add_subparsers(dest="what", required=True, metavar="WHAT")

@@ -86,6 +86,12 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def hardware() -> str:
+    """``"x86_64, 2 cpu cores[, GPU name]"``: the machine an artifact was made on."""
+    return f"{platform.machine()}, {os.cpu_count()} cpu cores" + (
+        f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
+
+
 def artifact_meta(
     *, config: Any, metrics: Mapping[str, Any] | None = None, command: str | None = None, **extra: Any
 ) -> dict:
@@ -95,8 +101,7 @@ def artifact_meta(
         "metrics": to_jsonable(dict(metrics or {})),
         "commit": git_commit(),
         "command": command if command is not None else " ".join(["vdlearn", *sys.argv[1:]]),
-        "hardware": f"{platform.machine()}, {os.cpu_count()} cpu cores"
-        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
+        "hardware": hardware(),
         "torch": torch.__version__,
         **to_jsonable(extra),
     }

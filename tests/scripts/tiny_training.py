@@ -1,6 +1,7 @@
 """Tiny runs of every task through the one training loop, for the trainer tests (also under `accelerate launch`).
 
     python tests/scripts/tiny_training.py OUT [--task T] [--steps N] [--stop-at K] [--resume] [--nan-at S]
+                                          [--step-sleep SECONDS]
 
 Tasks: ``regression`` (a small MLP fits y = A x), and the course's own tasks at their smallest:
 ``t2v`` (text encoder + video U-Net, ``tiny`` preset), ``vae`` (the ``tiny`` autoencoder on frames),
@@ -8,7 +9,8 @@ Tasks: ``regression`` (a small MLP fits y = A x), and the course's own tasks at 
 and ``features`` (the judges' networks), ``denoiser`` (notebook 03's ``toy_image`` U-Net).
 Each is built by the function its training module offers and runs with that module's
 TrainerConfig, made short. ``--task all`` runs every task, each in ``OUT/<task>``.
-``--nan-at S`` poisons the loss of step S (any task). Writes ``OUT/result.pt``
+``--nan-at S`` poisons the loss of step S (any task); ``--step-sleep`` makes every step last at
+least that long (so that a test can kill the process mid-run). Writes ``OUT/result.pt``
 (loss history and final weights) on the main process.
 """
 
@@ -16,6 +18,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -53,6 +56,20 @@ class Poisoned:
     def loss(self, model, batch):
         loss = self.task.loss(model, batch)
         return loss * float("nan") if batch["poison_step"] == self.nan_at else loss
+
+
+class Slowed:
+    """Any task, each of whose batches takes at least ``seconds`` (the draws are unchanged)."""
+
+    def __init__(self, task, seconds: float):
+        self.task, self.seconds = task, seconds
+
+    def batch(self, step, generator):
+        time.sleep(self.seconds)
+        return self.task.batch(step, generator)
+
+    def loss(self, model, batch):
+        return self.task.loss(model, batch)
 
 
 def build(name: str, out: Path) -> tuple[torch.nn.Module, object, TrainerConfig]:
@@ -108,6 +125,8 @@ def run_task(name: str, a: argparse.Namespace, out: Path) -> Trainer:
                               mixed_precision="no")
     if a.nan_at >= 0:
         task = Poisoned(task, a.nan_at)
+    if a.step_sleep > 0:
+        task = Slowed(task, a.step_sleep)
     trainer = Trainer(model, task, cfg, out, progress=False)
     history = trainer.fit(resume=a.resume, stop_at=a.stop_at)
     if trainer.accelerator.is_main_process:
@@ -124,6 +143,7 @@ def main(argv=None):
     p.add_argument("--resume", action="store_true")
     p.add_argument("--nan-at", type=int, default=-1)
     p.add_argument("--ckpt-every", type=int, default=4)
+    p.add_argument("--step-sleep", type=float, default=0.0)
     p.add_argument("--task", default="regression", choices=[*TASKS, "all"])
     a = p.parse_args(argv)
     if a.task == "all":

@@ -44,6 +44,10 @@ def _check_videos(videos: torch.Tensor) -> torch.Tensor:
         )
     if videos.numel() == 0:
         raise InputError(f"No videos to judge (shape {tuple(videos.shape)}).")
+    h, w = videos.shape[-2:]
+    if h != w:  # the judges resize to 32 x 32 and the tracker scales by the width: a squashed clip reads wrong
+        raise InputError(f"The judges read square frames (the toy world renders 32 x 32, or 64 x 64); these are "
+                         f"{h} x {w}. Crop or resize them to a square first.")
     if not torch.isfinite(videos).all():
         raise InputError("The videos contain NaN or inf values; the judges cannot score them.")
     lo, hi = float(videos.min()), float(videos.max())

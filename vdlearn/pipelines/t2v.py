@@ -108,7 +108,8 @@ class T2VConfig:
 #: as AnimateDiff's motion module adds them; ``toy_vc2_fps``: the same without positions (VideoCrafter2
 #: exactly); ``toy_rope``: LaVie's rotary positions plus T5 bias; ``toy_latte_pos``: ``toy_abspos`` plus
 #: Latte's 2-D sin-cos positions in every spatial transformer (placing them in a U-Net is vdlearn's
-#: own); ``toy_layout_fps``: ``toy_vc2_fps`` plus the caption layout (vdlearn's own), trained from scratch.
+#: own); ``toy_layout_fps``: ``toy_vc2_fps`` plus the caption layout (vdlearn's own), trained from scratch;
+#: ``toy_layout_fpscond``: the same with a caption layout that also reads the fps (vdlearn's own).
 T2V_PRESETS: dict[str, T2VConfig] = {
     "toy": T2VConfig(),
     "toy_vc1": T2VConfig(name="toy_vc1", unet_overrides={"temporal_conv": False, "temporal_position": "relative"}),
@@ -135,6 +136,8 @@ T2V_PRESETS["toy_latte_pos"] = T2VConfig(name="toy_latte_pos", unet_overrides={
     "temporal_position": "absolute", "spatial_position": "absolute", "temporal_conv_dropout": 0.0}, **_FPS_WORLD)
 T2V_PRESETS["toy_layout_fps"] = T2VConfig(name="toy_layout_fps", unet_overrides={
     "temporal_conv_dropout": 0.0, "caption_layout": (8, 8, 8)}, **_FPS_WORLD)
+T2V_PRESETS["toy_layout_fpscond"] = T2VConfig(name="toy_layout_fpscond", unet_overrides={
+    "temporal_conv_dropout": 0.0, "caption_layout": (8, 8, 8), "caption_layout_fps_dim": 32}, **_FPS_WORLD)
 T2V_PRESETS["toy_rope"] = T2VConfig(name="toy_rope", unet_overrides={"temporal_position": "rope_bias", "rotary_dim": 16,
                                                                     "temporal_conv_dropout": 0.0}, **_FPS_WORLD)
 
@@ -153,9 +156,11 @@ class TextToVideo(nn.Module):
         self.text_encoder = ToyTextEncoder(text_cfg)
         overrides = dict(cfg.unet_overrides)
         layout, rank = overrides.pop("caption_layout", None), overrides.pop("caption_layout_rank", 4)
+        layout_fps_dim = overrides.pop("caption_layout_fps_dim", 0)
         unet_cfg = UNetConfig.preset(cfg.unet, **overrides)
         # a caption layout (vdlearn's own addition, toy_layout / tiny_layout) is a subclass of the paper U-Net
-        self.unet = CaptionLayoutUNet(unet_cfg, layout, rank) if layout is not None else VideoUNet(unet_cfg)
+        self.unet = (CaptionLayoutUNet(unet_cfg, layout, rank, layout_fps_dim) if layout is not None
+                     else VideoUNet(unet_cfg))
         if self.unet.config.context_dim != text_cfg.width:
             raise ValueError(
                 f"The text encoder's width ({text_cfg.width}) must equal the U-Net's context_dim "
@@ -301,10 +306,18 @@ class TextToVideo(nn.Module):
         return torch.cat(out)
 
     # -------------------------------------------------------------- save / load
-    def save(self, path: str | Path, meta: dict | None = None) -> Path:
-        """Weights (safetensors) plus a json sidecar holding the config and ``meta``."""
-        return save_checkpoint(path, self.state_dict(),
-                               {"kind": CHECKPOINT_KIND, "t2v_config": self.config.to_dict(), **(meta or {})})
+    def save(self, path: str | Path, meta: dict | None = None, dtype: torch.dtype | None = None) -> Path:
+        """Weights (safetensors) plus a json sidecar holding the config and ``meta``.
+
+        ``dtype`` (e.g. ``torch.float16``) stores the floating-point weights in that precision, half
+        the bytes (the shipped models, ``vdlearn ship``); :meth:`load` gives float32 parameters again.
+        """
+        state = self.state_dict()
+        meta = {"kind": CHECKPOINT_KIND, "t2v_config": self.config.to_dict(), **(meta or {})}
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+            meta["stored_dtype"] = str(dtype).removeprefix("torch.")
+        return save_checkpoint(path, state, meta)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> TextToVideo:

@@ -14,9 +14,10 @@ checkpoints, exact ``--resume``, the NaN stop and the EMA; the result is the EMA
 ``OUT/denoiser.safetensors``, with a json sidecar (config, metrics, commit, hardware,
 training time and the command that reproduces it). The shipped copy,
 ``data/diffusion/toy_image_denoiser.safetensors`` (:func:`load_image_denoiser`), is that
-file of the run its json names::
+file of the run its json names, stored in float16 and measured again (:mod:`vdlearn.shipping`)::
 
     vdlearn train denoiser --out runs/denoiser
+    vdlearn ship runs/denoiser/denoiser.safetensors data/diffusion/toy_image_denoiser.safetensors
 
 Its recorded figure is :func:`heldout_loss`: the loss on test-split frames, at ten fixed
 timesteps (one per tenth of the schedule) with fixed noise. Taught in ``notebooks/03_diffusion_basics.ipynb``.

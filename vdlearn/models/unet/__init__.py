@@ -38,6 +38,8 @@ from vdlearn.models.unet.resblock import (
     Downsample,
     ResBlock,
     TemporalConvBlock,
+    TemporalResBlock,
+    TemporalResModule,
     Upsample,
 )
 from vdlearn.models.unet.transformer import SpatialTransformer, TemporalTransformer
@@ -56,6 +58,8 @@ __all__ = [
     "SpatialTransformer",
     "T5RelativeBias",
     "TemporalConvBlock",
+    "TemporalResBlock",
+    "TemporalResModule",
     "TemporalTransformer",
     "UNetConfig",
     "Upsample",

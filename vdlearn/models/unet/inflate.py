@@ -29,7 +29,11 @@ import dataclasses
 import torch
 from torch import nn
 
-from vdlearn.models.unet.resblock import TemporalConvBlock
+from vdlearn.models.unet.resblock import (
+    TemporalConvBlock,
+    TemporalResBlock,
+    TemporalResModule,
+)
 from vdlearn.models.unet.transformer import BlockTemporalAttention, TemporalTransformer
 from vdlearn.models.unet.unet import UNetConfig, VideoUNet
 
@@ -38,6 +42,7 @@ TEMPORAL_FIELDS = {
     "fps_cond", "temporal_conv", "temporal_conv_dropout", "temporal_attention", "temporal_transformer_depth",
     "init_temporal_attention", "init_attention_heads", "temporal_position", "max_relative_distance",
     "rotary_dim", "bias_buckets", "bias_max_distance", "gradient_checkpointing", "block_temporal_attention",
+    "transformer_temporal_conv", "level_temporal_modules",
 }
 
 
@@ -54,6 +59,12 @@ def make_temporal_identity(model: VideoUNet) -> VideoUNet:
         elif isinstance(module, BlockTemporalAttention):  # LaVie's temporal attention inside a block
             nn.init.zeros_(module.attn.to_out.weight)
             nn.init.zeros_(module.attn.to_out.bias)
+        elif isinstance(module, TemporalResBlock):  # LaVie VSR's ResBlock along time
+            nn.init.zeros_(module.conv2.weight)
+            nn.init.zeros_(module.conv2.bias)
+        elif isinstance(module, TemporalResModule):  # LaVie VSR's module after a level
+            nn.init.zeros_(module.shift_conv.weight)
+            nn.init.zeros_(module.shift_conv.bias)
     if model.fps_embed is not None:
         nn.init.zeros_(model.fps_embed.linear_2.weight)
         nn.init.zeros_(model.fps_embed.linear_2.bias)

@@ -17,8 +17,17 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from vdlearn.models.unet.resblock import ResBlock, TemporalConvBlock
-from vdlearn.models.unet.transformer import SpatialTransformer, TemporalTransformer
+from vdlearn.models.unet.resblock import (
+    ResBlock,
+    TemporalConvBlock,
+    TemporalResBlock,
+    TemporalResModule,
+)
+from vdlearn.models.unet.transformer import (
+    BlockTemporalAttention,
+    SpatialTransformer,
+    TemporalTransformer,
+)
 
 
 @contextmanager
@@ -55,9 +64,11 @@ def record_temporal_attention(model: nn.Module):
 def parameter_breakdown(model: nn.Module) -> dict[str, int]:
     """Parameters per kind of module (each parameter counted once).
 
-    Keys: ``"ResBlocks (2D convs)"``, ``"temporal convs"``, ``"spatial transformers"``,
-    ``"temporal transformers"`` (including ``init_attn``), ``"embeddings"`` (time and
-    fps), ``"other"`` (stem, resampling, output head).
+    Keys: ``"ResBlocks (2D convs)"``, ``"temporal convs"`` (VideoCrafter's temporal conv blocks,
+    LaVie VSR's temporal ResBlocks and level modules), ``"spatial transformers"``,
+    ``"temporal transformers"`` (including ``init_attn`` and LaVie's temporal attention inside
+    the spatial transformer blocks), ``"embeddings"`` (time, fps, noise level), ``"other"`` (stem,
+    resampling, output head).
     """
     counted: set[int] = set()
     out = {k: 0 for k in ("ResBlocks (2D convs)", "temporal convs", "spatial transformers",
@@ -70,13 +81,15 @@ def parameter_breakdown(model: nn.Module) -> dict[str, int]:
                 out[key] += p.numel()
 
     # the most specific kinds first, so a ResBlock's temporal conv is not counted as 2D
-    kinds = [(TemporalConvBlock, "temporal convs"), (TemporalTransformer, "temporal transformers"),
-             (SpatialTransformer, "spatial transformers"), (ResBlock, "ResBlocks (2D convs)")]
+    kinds = [(TemporalConvBlock, "temporal convs"), (TemporalResBlock, "temporal convs"),
+             (TemporalResModule, "temporal convs"), (TemporalTransformer, "temporal transformers"),
+             (BlockTemporalAttention, "temporal transformers"), (SpatialTransformer, "spatial transformers"),
+             (ResBlock, "ResBlocks (2D convs)")]
     for kind, key in kinds:
         for m in model.modules():
             if isinstance(m, kind):
                 add(key, m)
-    for name in ("time_embed", "fps_embed"):
+    for name in ("time_embed", "fps_embed", "noise_level_embed"):
         if getattr(model, name, None) is not None:
             add("embeddings", getattr(model, name))
     for p in model.parameters():  # stem, resampling, output head

@@ -33,6 +33,21 @@ mean and variance are taken over ``(c/g, t, h, w)``, all frames together
 frame: the statistics of one frame change the output of every other. The weights are the
 same as a per-frame GroupNorm's; only the statistics differ.
 
+**LaVie's VSR temporal convolutions.** LaVie's video super-resolution U-Net (Wang et al. 2023, arXiv
+2309.15103; ``vsr/models/resnet.py`` and ``temporal_module.py`` of Vchitect/LaVie) adds
+two residual blocks of convolutions along time to Stable Diffusion's x4 upscaler:
+
+* :class:`TemporalResBlock` (official ``ResnetBlock3DCNN``), a ResBlock whose convolutions look
+  along time only: ``x + Conv3d_{(3,1,1)}(Dropout(SiLU(GN(Conv3d_{(k,1,1)}(SiLU(GN(x))) [+ emb]))))``,
+  GroupNorms over all frames (eps 1e-6). With ``k = 3`` and no embedding it opens every spatial
+  transformer; with ``k = 5`` and the embedding it opens every
+* :class:`TemporalResModule` (official ``TemporalModule3D``), run after every level of the U-Net
+  (down, middle, up)::
+
+      y = TemporalResBlock_{k=5}(x, emb)        # along time
+      y = ResBlock(y, emb)                      # 3x3 per frame, video GroupNorm (eps 1e-6)
+      out = x + Conv1x1(y)                      # 1x1 conv zero-initialised: starts as the identity
+
 Downsampling is a stride-2 3x3 convolution, upsampling nearest-neighbour x2 then a 3x3
 convolution, both per frame.
 
@@ -155,7 +170,8 @@ class ResBlock(nn.Module):
 
     ``forward(x (b*t, c_in, h, w), emb (b*t, emb_dim), frames, num_images=0) -> (b*t, c_out, h, w)``.
     The temporal convolution skips the last ``num_images`` frames (all of them: image mode).
-    ``video_norm=True`` takes both GroupNorms' statistics over all video frames (LaVie).
+    ``video_norm=True`` takes both GroupNorms' statistics over all video frames (LaVie); ``eps`` is
+    their epsilon (1e-5; LaVie VSR's temporal modules: 1e-6).
     """
 
     def __init__(
@@ -168,15 +184,16 @@ class ResBlock(nn.Module):
         temporal_dropout: float = 0.1,
         norm_groups: int = 32,
         video_norm: bool = False,
+        eps: float = 1e-5,
     ):
         super().__init__()
         out_channels = out_channels or in_channels
         self.in_channels, self.out_channels = in_channels, out_channels
         self.video_norm = video_norm
-        self.norm1 = GroupNorm32(norm_groups, in_channels, eps=1e-5)
+        self.norm1 = GroupNorm32(norm_groups, in_channels, eps=eps)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.emb_proj = nn.Linear(emb_dim, out_channels)
-        self.norm2 = GroupNorm32(norm_groups, out_channels, eps=1e-5)
+        self.norm2 = GroupNorm32(norm_groups, out_channels, eps=eps)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)  # the block starts as its skip path
@@ -197,6 +214,90 @@ class ResBlock(nn.Module):
         if self.temporal_conv is not None:
             h = apply_to_video_frames(self.temporal_conv, h, frames, num_images)
         return h
+
+
+class TemporalResBlock(nn.Module):
+    """LaVie VSR's ResBlock along time (official ``ResnetBlock3DCNN``): Conv3d ``(k,1,1)`` then ``(3,1,1)``.
+
+    ``forward(x (b*t, c, h, w), frames=t, emb=None (b*t, emb_dim)) -> (b*t, c, h, w)``::
+
+        y = Conv3d_{(k,1,1)}(SiLU(GN(x)))  [+ Linear(SiLU(emb))]
+        out = x + Conv3d_{(3,1,1)}(Dropout(SiLU(GN(y))))
+
+    Both GroupNorms take their statistics over all frames (eps 1e-6). ``emb_dim=None``: no embedding
+    (the block that opens LaVie VSR's spatial transformers). The last convolution starts at zero
+    (vdlearn's choice, as in :class:`TemporalConvBlock`: an inserted block is the identity; the
+    official code leaves it random, which only matters before a checkpoint is loaded).
+    """
+
+    def __init__(self, channels: int, kernel: int = 3, emb_dim: int | None = None, norm_groups: int = 32,
+                 dropout: float = 0.0, eps: float = 1e-6):
+        super().__init__()
+        if kernel % 2 == 0:
+            raise ValueError(f"The temporal kernel must be odd (same length in and out), got {kernel}.")
+        self.norm1 = nn.GroupNorm(norm_groups, channels, eps=eps)
+        self.conv1 = nn.Conv3d(channels, channels, kernel_size=(kernel, 1, 1), padding=(kernel // 2, 0, 0))
+        self.emb_proj = nn.Linear(emb_dim, channels) if emb_dim is not None else None
+        self.norm2 = nn.GroupNorm(norm_groups, channels, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv3d(channels, channels, kernel_size=(3, 1, 1), padding=(1, 0, 0))
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    @staticmethod
+    def _conv(conv: nn.Conv3d, y: torch.Tensor) -> torch.Tensor:
+        # the Conv3d's (c, c, k, 1, 1) kernel as a (c, c, k, 1) Conv2d on (b, c, t, h*w): the same numbers
+        return F.conv2d(y, conv.weight.squeeze(-1), conv.bias, padding=(conv.padding[0], 0))
+
+    def forward(self, x: torch.Tensor, frames: int, emb: torch.Tensor | None = None) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        video = frames_as_rows(x, frames)  # (b, c, t, h*w)
+        y = self._conv(self.conv1, F.silu(self.norm1(video)))  # statistics over (c/g, t, h, w)
+        if self.emb_proj is not None:
+            if emb is None:
+                raise ValueError("This temporal ResBlock is conditioned on the embedding: pass emb (b*t, emb_dim).")
+            e = self.emb_proj(F.silu(emb)).to(y.dtype)  # (b*t, c)
+            y = y + e.unflatten(0, (-1, frames)).transpose(1, 2)[..., None]  # add (b, c, t, 1)
+        y = self._conv(self.conv2, self.dropout(F.silu(self.norm2(y))))  # (b, c, t, h*w)
+        return rows_as_frames(video + y, h, w)  # (b*t, c, h, w)
+
+
+class TemporalResModule(nn.Module):
+    """LaVie VSR's temporal module after a U-Net level (official ``TemporalModule3D``, no attention).
+
+    ``forward(x (b*t, c, h, w), emb (b*t, emb_dim), context, frames=t, num_images=0) -> (b*t, c, h, w)``::
+
+        y = TemporalResBlock_{k=5}(x, emb)     # along time, with the embedding
+        y = ResBlock(y, emb)                   # 3x3 per frame, GroupNorm over all frames, eps 1e-6
+        out = x + shift_conv(y)                # 1x1, zero-initialised: the module starts as the identity
+
+    (``context`` is unused; it is there so that the U-Net runs this module like one of its stages.)
+    The last ``num_images`` frames (independent images) pass unchanged, all of them in image mode.
+    """
+
+    def __init__(self, channels: int, emb_dim: int, norm_groups: int = 32, dropout: float = 0.0,
+                 kernel: int = 5, eps: float = 1e-6):
+        super().__init__()
+        self.temporal_res = TemporalResBlock(channels, kernel, emb_dim, norm_groups, dropout, eps)
+        self.spatial_res = ResBlock(channels, emb_dim, channels, dropout, norm_groups=norm_groups, video_norm=True,
+                                    eps=eps)
+        self.shift_conv = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.shift_conv.weight)
+        nn.init.zeros_(self.shift_conv.bias)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None, frames: int,
+                num_images: int = 0) -> torch.Tensor:
+        video_frames = frames - num_images
+        if video_frames <= 0:  # image mode: nothing temporal to do
+            return x
+        if num_images:
+            per_sample, per_emb = x.unflatten(0, (-1, frames)), emb.unflatten(0, (-1, frames))  # (b, t, ...)
+            video = self(per_sample[:, :video_frames].flatten(0, 1), per_emb[:, :video_frames].flatten(0, 1),
+                         context, video_frames)
+            return torch.cat([video.unflatten(0, (-1, video_frames)), per_sample[:, video_frames:]], 1).flatten(0, 1)
+        y = self.temporal_res(x, frames, emb)  # (b*t, c, h, w)
+        y = self.spatial_res(y, emb, frames)
+        return x + self.shift_conv(y)
 
 
 class Downsample(nn.Module):

@@ -37,6 +37,19 @@ The base model's temporal attention carries rotary positions and a T5 bias
 ``attn1`` is *sparse-causal* (:func:`sparse_causal_context`): frame ``i`` attends to the
 pixels of frame 0 and of frame ``i-1`` (``[0, 0]`` for frame 0), not to its own.
 
+LaVie's **video super-resolution** U-Net (Wang et al. 2023, arXiv 2309.15103; ``vsr/models/attention.py``
+of Vchitect/LaVie), built on Stable Diffusion's x4 upscaler, keeps the base model's block order
+(temporal attention with rotary positions and T5 bias after ``attn2``) and adds two things:
+
+* every spatial transformer opens with a :class:`~vdlearn.models.unet.resblock.TemporalResBlock`
+  (official ``resblock_temporal``: two Conv3d ``(3,1,1)`` along time, residual), run *before* the
+  transformer's own GroupNorm; the transformer's residual is taken after it (``temporal_conv=True``);
+* in some levels ``attn1`` is a second cross-attention to the text instead of a self-attention over
+  the pixels (diffusers' ``only_cross_attention``, ``cross_only=True``): the upscaler's three widest
+  levels, where ``h*w`` tokens are many::
+
+      cross_only:   x = x + attn1(LN(x), ctx);  x = x + attn2(LN(x), ctx);  x = x + temp(LN(x));  x = x + FF(LN(x))
+
 Taught in ``notebooks/04_temporal_unet.ipynb``.
 """
 
@@ -48,7 +61,12 @@ from torch import nn
 
 from vdlearn.models.unet.attention import Attention
 from vdlearn.models.unet.positions import sincos_2d_positions
-from vdlearn.models.unet.resblock import frames_as_rows, rows_as_frames
+from vdlearn.models.unet.resblock import (
+    TemporalResBlock,
+    apply_to_video_frames,
+    frames_as_rows,
+    rows_as_frames,
+)
 
 
 class GEGLUFeedForward(nn.Module):
@@ -131,22 +149,30 @@ class TransformerBlock(nn.Module):
 
     Optionally (LaVie) a :class:`BlockTemporalAttention` after the cross-attention or after the
     feed-forward (``temporal``), and a sparse-causal ``attn1`` (``sparse_causal``); both need
-    ``frames`` in :meth:`forward`.
+    ``frames`` in :meth:`forward`. ``cross_only`` (LaVie VSR, SD x4 upscaler) makes ``attn1`` a
+    cross-attention to the context as well.
     """
 
     def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int | None = None,
                  dropout: float = 0.0, attn_options: dict | None = None, cross_options: dict | None = None,
-                 temporal: str = "none", temporal_options: dict | None = None, sparse_causal: bool = False):
+                 temporal: str = "none", temporal_options: dict | None = None, sparse_causal: bool = False,
+                 cross_only: bool = False):
         """``attn_options`` go to both attentions (positions); ``cross_options`` to ``attn2`` only;
         ``temporal_options`` (positions) to the in-block temporal attention."""
         super().__init__()
         if temporal not in BLOCK_TEMPORAL_KINDS:
             raise ValueError(f"temporal must be one of {BLOCK_TEMPORAL_KINDS}, got {temporal!r}.")
+        if cross_only and (sparse_causal or context_dim is None):
+            raise ValueError("cross_only makes attn1 a cross-attention: it needs a context_dim and excludes "
+                             "sparse_causal.")
         attn_options, cross_options = attn_options or {}, cross_options or {}
         self.sparse_causal = sparse_causal
+        self.cross_only = cross_only
         self.norm1 = nn.LayerNorm(dim)
-        # sparse-causal: keys/values come from other frames' tokens of the same width, passed as a context
-        self.attn1 = Attention(dim, dim if sparse_causal else None, heads, dim_head, dropout, **attn_options)
+        # sparse-causal: keys/values come from other frames' tokens of the same width, passed as a context;
+        # cross_only: from the text tokens
+        kv_dim = dim if sparse_causal else context_dim if cross_only else None
+        self.attn1 = Attention(dim, kv_dim, heads, dim_head, dropout, **attn_options)
         self.norm2 = nn.LayerNorm(dim)
         self.attn2 = Attention(dim, context_dim, heads, dim_head, dropout, **attn_options, **cross_options)
         self.temporal_placement = temporal
@@ -163,6 +189,8 @@ class TransformerBlock(nn.Module):
         if self.sparse_causal:
             h = self.norm1(x)  # (b*t, L, dim)
             x = x + self.attn1(h, sparse_causal_context(h, frames, num_images))
+        elif self.cross_only:  # LaVie VSR / SD x4 upscaler: attn1 attends to the text too
+            x = x + self.attn1(self.norm1(x), context)  # (B, L, dim)
         else:
             x = x + self.attn1(self.norm1(x))  # (B, L, dim)
         x = x + self.attn2(self.norm2(x), context)
@@ -182,14 +210,17 @@ class SpatialTransformer(nn.Module):
     after ``proj_in`` (the papers' U-Nets: ``"none"``). ``projection`` is ``"linear"``
     (VideoCrafter, SD 2.x) or ``"conv"`` (1x1 convolutions, SD 1.x and LaVie). LaVie's options,
     ``block_temporal`` (see :data:`BLOCK_TEMPORAL_KINDS`, positions in ``temporal_options``) and
-    ``sparse_causal``, look across frames and need ``frames``.
+    ``sparse_causal``, look across frames and need ``frames``. LaVie VSR's options: ``cross_only``
+    (``attn1`` attends to the context) and ``temporal_conv`` (a :class:`TemporalResBlock` along time
+    before everything else; it skips the last ``num_images`` frames).
     """
 
     def __init__(self, channels: int, heads: int, dim_head: int, depth: int = 1,
                  context_dim: int | None = None, dropout: float = 0.0, norm_groups: int = 32,
                  image_context: bool = False, text_context_len: int = 77, image_scale: float = 1.0,
                  position: str = "none", projection: str = "linear", block_temporal: str = "none",
-                 temporal_options: dict | None = None, sparse_causal: bool = False):
+                 temporal_options: dict | None = None, sparse_causal: bool = False, cross_only: bool = False,
+                 temporal_conv: bool = False):
         super().__init__()
         if position not in ("none", "absolute"):
             raise ValueError(f"Spatial positions must be 'none' or 'absolute', got {position!r}.")
@@ -198,13 +229,16 @@ class SpatialTransformer(nn.Module):
         inner = heads * dim_head
         self.position = position
         self.projection = projection
+        # LaVie VSR: Conv3d (3,1,1) x2 along time, residual, no embedding (official resblock_temporal)
+        self.temporal_conv = TemporalResBlock(channels, 3, None, norm_groups, dropout) if temporal_conv else None
         self.norm = nn.GroupNorm(norm_groups, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, inner) if projection == "linear" else nn.Conv2d(channels, inner, 1)
         # only the cross-attention (attn2) receives the image tokens (VideoCrafter1 I2V)
         cross = {"image_context": image_context, "text_context_len": text_context_len, "image_scale": image_scale}
         self.blocks = nn.ModuleList([
             TransformerBlock(inner, heads, dim_head, context_dim, dropout, cross_options=cross,
-                             temporal=block_temporal, temporal_options=temporal_options, sparse_causal=sparse_causal)
+                             temporal=block_temporal, temporal_options=temporal_options, sparse_causal=sparse_causal,
+                             cross_only=cross_only)
             for _ in range(depth)
         ])
         self.proj_out = nn.Linear(inner, channels) if projection == "linear" else nn.Conv2d(inner, channels, 1)
@@ -214,6 +248,10 @@ class SpatialTransformer(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, frames: int | None = None,
                 num_images: int = 0) -> torch.Tensor:
         bt, c, h, w = x.shape
+        if self.temporal_conv is not None:  # LaVie VSR: along time first; the residual below starts after it
+            if frames is None:
+                raise ValueError("This spatial transformer opens with a temporal convolution: pass frames=t.")
+            x = apply_to_video_frames(self.temporal_conv, x, frames, num_images)  # (b*t, c, h, w)
         if self.projection == "conv":  # SD 1.x: 1x1 convolution, then tokens
             projected = self.proj_in(self.norm(x))  # (b*t, inner, h, w), per-frame norm
             tokens = projected.permute(0, 2, 3, 1).reshape(bt, h * w, projected.shape[1])  # (b*t, h*w, inner)

@@ -5,12 +5,19 @@ A latent video diffusion model predicts the noise ``eps`` in a noisy latent vide
 VideoCrafter1 (arXiv 2310.19512, the denoising 3D U-Net) and VideoCrafter2 (arXiv
 2401.09047) start from Stable Diffusion's 2D U-Net and interleave *temporal* layers::
 
-    emb = time_embed(t) [+ fps_embed(fps)]                            # one vector per frame, to every ResBlock
-    conv_in -> init_attn (temporal)                                   # per frame, then over time
+    emb = time_embed(t) [+ fps_embed(fps)] [+ noise_level_embed]      # one vector per frame, to every ResBlock
+    [x ++ concat] -> stem (conv_in) -> init_attn (temporal)           # per frame, then over time
     down:  [ResBlock(+temporal conv) -> SpatialTransformer -> TemporalTransformer] x N, Downsample
-    mid:   ResBlock -> Spatial -> Temporal -> ResBlock
-    up:    [concat skip -> ResBlock -> Spatial -> Temporal] x (N+1), Upsample
+           [-> level temporal module]
+    mid:   ResBlock -> Spatial -> Temporal -> ResBlock [-> level temporal module]
+    up:    [concat skip -> ResBlock -> Spatial -> Temporal] x (N+1), Upsample [-> level temporal module]
     out:   GroupNorm -> SiLU -> conv_out
+
+(bracketed parts are config fields: ``concat`` for interpolation and super-resolution models,
+the noise-level embedding and the level temporal modules for LaVie's VSR model; a SpatialTransformer
+block may also hold LaVie's temporal attention and a temporal ResBlock, below. ``stem`` is
+``conv_in`` here; :class:`~vdlearn.models.unet.layout.CaptionLayoutUNet`, vdlearn's own addition,
+adds its caption layout there.)
 
 Every TemporalTransformer (``init_attn`` included) attends over the frames at each pixel,
 with the frame positions of ``temporal_position``: none (VideoCrafter2), Shaw relative
@@ -33,6 +40,17 @@ frames (``video_group_norm``) and, for the interpolation model, a sparse-causal 
 (``sparse_causal_attention``) and the conditioning latent concatenated to the input
 (``concat_channels=4``). Presets ``lavie_base`` and ``lavie_interpolation``; official weights
 load through :mod:`vdlearn.pretrained.lavie`.
+
+LaVie's video super-resolution U-Net (Wang et al. 2023; ``vsr/models/unet.py`` of Vchitect/LaVie,
+preset ``lavie_vsr``) starts from Stable Diffusion's x4 upscaler instead: widths (256, 512, 512, 1024),
+no attention at the widest level and attention at the deepest, linear projections, 1024-wide
+OpenCLIP-H text, the noise-augmented low-resolution RGB video concatenated to the latent
+(``concat_channels=3``) and its noise level as a class embedding added to the time embedding
+(``noise_level_classes``); ``attn1`` is a cross-attention to the text in levels 1 and 2
+(``cross_only_levels``). Its temporal layers: the base model's in-block temporal attention, a
+temporal ResBlock opening every spatial transformer (``transformer_temporal_conv``) and a temporal
+module after every level, down, middle and up (``level_temporal_modules``; see
+:mod:`vdlearn.models.unet.resblock`). It predicts ``v`` (schedule preset ``lavie_vsr``).
 
 Parameters fall into two groups, ``"spatial"`` (the image U-Net) and ``"temporal"``
 (temporal convs, temporal transformers, ``init_attn``, LaVie's in-block temporal attentions and the
@@ -59,6 +77,8 @@ from vdlearn.models.unet.resblock import (
     GroupNorm32,
     ResBlock,
     TemporalConvBlock,
+    TemporalResBlock,
+    TemporalResModule,
     Upsample,
     apply_to_video_frames,
     fold_frames,
@@ -106,6 +126,11 @@ class UNetConfig:
     image_cross_attention: bool = False  # VideoCrafter1 I2V: extra k/v for image tokens in attn2
     text_context_len: int = 77  # with image_cross_attention: how many leading context tokens are text
     image_cross_attention_scale: float = 1.0  # weight of the image branch of dual cross-attention
+    noise_level_classes: int = 0  # a table nn.Embedding(n, 4*model_channels) of the low-res noise level added to
+    #                               the time embedding (LaVie VSR / SD x4 upscaler: 1000); 0: no noise level input
+    max_noise_level: int = 350  # with noise_level_classes: the largest noise level accepted (the official check)
+    cross_only_levels: tuple[int, ...] = ()  # levels whose attn1 attends to the context instead of the pixels
+    #                                          (diffusers' only_cross_attention; SD x4 upscaler / LaVie VSR: 1, 2)
     # --- temporal layers --------------------------------------------------------------
     temporal_conv: bool = True  # 4-stage Conv3d(3,1,1) block after every ResBlock (VideoCrafter2 and VideoCrafter1 I2V)
     temporal_conv_dropout: float = 0.1  # dropout inside the temporal conv block
@@ -122,6 +147,10 @@ class UNetConfig:
     #                                   "none" | "after_cross" (LaVie base: attn1, attn2, temporal, ff) |
     #                                   "after_ff" (LaVie interpolation: attn1, attn2, ff, temporal)
     sparse_causal_attention: bool = False  # attn1 of frame i attends to frames 0 and i-1 (LaVie interpolation)
+    transformer_temporal_conv: bool = False  # a residual Conv3d (3,1,1) x2 block opening every spatial transformer
+    #                                          (LaVie VSR's resblock_temporal)
+    level_temporal_modules: bool = False  # a temporal module after every down level, the middle and every up level:
+    #                                       Conv3d (5,1,1) + (3,1,1), a ResBlock, a zero-init 1x1 (LaVie VSR)
     max_relative_distance: int = 16  # "relative": distances clipped to +-this (table of 2*16+1 rows)
     rotary_dim: int = 32  # "rope_bias": channels of each head that are rotated
     bias_buckets: int = 32  # "rope_bias": T5 distance buckets
@@ -133,6 +162,7 @@ class UNetConfig:
     def __post_init__(self):
         self.channel_mult = tuple(self.channel_mult)
         self.attention_levels = tuple(self.attention_levels)
+        self.cross_only_levels = tuple(self.cross_only_levels)
         if self.spatial_position not in ("none", "absolute"):
             raise ValueError(f"spatial_position must be 'none' or 'absolute', got {self.spatial_position!r}.")
         if self.temporal_position not in POSITION_KINDS:
@@ -158,6 +188,18 @@ class UNetConfig:
                 )
         if self.image_cross_attention and self.context_dim is None:
             raise ValueError("image_cross_attention needs a context_dim.")
+        if self.cross_only_levels:
+            bad = [lvl for lvl in self.cross_only_levels if lvl not in self.attention_levels]
+            if bad or self.context_dim is None or self.sparse_causal_attention:
+                raise ValueError(
+                    f"cross_only_levels {self.cross_only_levels} make attn1 a cross-attention: each must be one of "
+                    f"attention_levels {self.attention_levels} (not {bad}), with a context_dim and without "
+                    f"sparse_causal_attention.")
+        if self.noise_level_classes < 0:
+            raise ValueError(f"noise_level_classes must be >= 0 (0: no noise-level input), got {self.noise_level_classes}.")
+        if self.noise_level_classes and not 0 <= self.max_noise_level < self.noise_level_classes:
+            raise ValueError(f"max_noise_level must lie in 0..noise_level_classes-1 ({self.noise_level_classes - 1}), "
+                             f"got {self.max_noise_level}.")
 
     @property
     def out_ch(self) -> int:
@@ -166,16 +208,19 @@ class UNetConfig:
     @property
     def has_temporal_layers(self) -> bool:
         return (self.temporal_conv or self.temporal_attention or self.init_temporal_attention or self.fps_cond
-                or self.block_temporal_attention != "none")
+                or self.block_temporal_attention != "none" or self.transformer_temporal_conv
+                or self.level_temporal_modules)
 
     def image_only(self) -> UNetConfig:
         """The same U-Net without temporal layers or fps: an image U-Net (applied per frame).
 
         ``video_group_norm`` and ``sparse_causal_attention`` are kept: they have no weights of their
-        own, and on a single frame (image mode) they are a per-frame norm and a self-attention.
+        own, and on a single frame (image mode) they are a per-frame norm and a self-attention. The
+        noise-level embedding and ``cross_only_levels`` are spatial (the SD x4 upscaler's) and kept.
         """
         return dataclasses.replace(self, temporal_conv=False, temporal_attention=False,
-                                   init_temporal_attention=False, fps_cond=False, block_temporal_attention="none")
+                                   init_temporal_attention=False, fps_cond=False, block_temporal_attention="none",
+                                   transformer_temporal_conv=False, level_temporal_modules=False)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> UNetConfig:
@@ -225,6 +270,19 @@ UNET_PRESETS: dict[str, UNetConfig] = {
         concat_channels=4, context_dim=768, attention_heads=8, spatial_projection="conv", video_group_norm=True,
         fps_cond=False, temporal_conv=False, temporal_attention=False, init_temporal_attention=False,
         block_temporal_attention="after_ff", temporal_position="none", sparse_causal_attention=True,
+    ),
+    # LaVie video super-resolution, 320x512 -> 1280x2048 (Vchitect/LaVie vsr/, configs/unet_3d_config.json):
+    # Stable Diffusion's x4 upscaler U-Net (widths 256/512/512/1024, attention at levels 1-3, 8 heads, linear
+    # projections, OpenCLIP-H text of width 1024, attn1 a cross-attention at levels 1 and 2), the noisy latent
+    # plus the noise-augmented low-res RGB video (4 + 3 channels), the noise level as a class embedding, video
+    # GroupNorm; temporal layers: in-block temporal attention (rotary + T5 bias) after attn2, a temporal
+    # ResBlock opening every spatial transformer, a temporal module after every level
+    "lavie_vsr": UNetConfig(
+        concat_channels=3, model_channels=256, channel_mult=(1, 2, 2, 4), attention_levels=(1, 2, 3),
+        attention_heads=8, context_dim=1024, spatial_projection="linear", video_group_norm=True, fps_cond=False,
+        temporal_conv=False, temporal_attention=False, init_temporal_attention=False,
+        block_temporal_attention="after_cross", temporal_position="rope_bias", noise_level_classes=1000,
+        cross_only_levels=(1, 2), transformer_temporal_conv=True, level_temporal_modules=True,
     ),
 }
 
@@ -293,12 +351,16 @@ class VideoUNet(nn.Module):
             return ResBlock(cin, emb_dim, cout, cfg.dropout, cfg.temporal_conv, cfg.temporal_conv_dropout,
                             cfg.norm_groups, cfg.video_group_norm)
 
-        def spatial(ch):
+        def spatial(ch, level=None):  # level None: the middle block
             return SpatialTransformer(ch, heads_of(ch), head_width(ch), cfg.transformer_depth, cfg.context_dim,
                                       cfg.dropout, cfg.norm_groups, cfg.image_cross_attention,
                                       cfg.text_context_len, cfg.image_cross_attention_scale,
                                       cfg.spatial_position, cfg.spatial_projection, cfg.block_temporal_attention,
-                                      positions, cfg.sparse_causal_attention)
+                                      positions, cfg.sparse_causal_attention, level in cfg.cross_only_levels,
+                                      cfg.transformer_temporal_conv)
+
+        def level_temporal(ch):  # LaVie VSR's temporal module after a level
+            return TemporalResModule(ch, emb_dim, cfg.norm_groups, cfg.dropout) if cfg.level_temporal_modules else None
 
         def temporal(ch, heads=None):
             if not cfg.temporal_attention and heads is None:
@@ -315,6 +377,8 @@ class VideoUNet(nn.Module):
         if self.fps_embed is not None:  # starts silent: adding fps never disturbs a trained model
             nn.init.zeros_(self.fps_embed.linear_2.weight)
             nn.init.zeros_(self.fps_embed.linear_2.bias)
+        # LaVie VSR / SD x4 upscaler: one learned vector per noise level of the low-res input (diffusers' class_embedding)
+        self.noise_level_embed = nn.Embedding(cfg.noise_level_classes, emb_dim) if cfg.noise_level_classes else None
         in_ch = cfg.in_channels + cfg.concat_channels
         self.conv_in = nn.Conv2d(in_ch, cfg.model_channels, 3, padding=1)
         self.init_attn = (temporal(cfg.model_channels, heads=cfg.init_attention_heads)
@@ -322,33 +386,46 @@ class VideoUNet(nn.Module):
 
         # --- down path ------------------------------------------------------------------
         self.down_stages = nn.ModuleList()
+        # LaVie VSR: a temporal module after the last stage of every level (index of that stage -> module)
+        self.down_temporal_modules = nn.ModuleList() if cfg.level_temporal_modules else None
+        self._down_level_ends: dict[int, int] = {}
         skip_channels = [cfg.model_channels]
         ch = cfg.model_channels
         for level, mult in enumerate(cfg.channel_mult):
             attn = level in cfg.attention_levels
             for _ in range(cfg.num_res_blocks):
                 out = cfg.model_channels * mult
-                self.down_stages.append(UNetStage(res(ch, out), spatial(out) if attn else None,
+                self.down_stages.append(UNetStage(res(ch, out), spatial(out, level) if attn else None,
                                                   temporal(out) if attn else None))
                 ch = out
                 skip_channels.append(ch)
             if level != len(cfg.channel_mult) - 1:
                 self.down_stages.append(UNetStage(resample=Downsample(ch)))
                 skip_channels.append(ch)
+            if self.down_temporal_modules is not None:
+                self._down_level_ends[len(self.down_stages) - 1] = level
+                self.down_temporal_modules.append(level_temporal(ch))
 
         # --- middle ---------------------------------------------------------------------
         self.mid = MiddleBlock(res(ch, ch), spatial(ch), temporal(ch), res(ch, ch))
+        self.mid_temporal_module = level_temporal(ch)
 
         # --- up path --------------------------------------------------------------------
         self.up_stages = nn.ModuleList()
+        self.up_temporal_modules = nn.ModuleList() if cfg.level_temporal_modules else None
+        self._up_level_ends: dict[int, int] = {}
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
             attn = level in cfg.attention_levels
             for i in range(cfg.num_res_blocks + 1):
                 out = cfg.model_channels * mult
                 up = Upsample(out) if (level > 0 and i == cfg.num_res_blocks) else None
-                self.up_stages.append(UNetStage(res(ch + skip_channels.pop(), out), spatial(out) if attn else None,
+                self.up_stages.append(UNetStage(res(ch + skip_channels.pop(), out),
+                                                spatial(out, level) if attn else None,
                                                 temporal(out) if attn else None, up))
                 ch = out
+            if self.up_temporal_modules is not None:
+                self._up_level_ends[len(self.up_stages) - 1] = len(self.up_temporal_modules)
+                self.up_temporal_modules.append(level_temporal(ch))
 
         # --- output ---------------------------------------------------------------------
         self.out_norm = GroupNorm32(cfg.norm_groups, ch, eps=1e-5)
@@ -433,6 +510,7 @@ class VideoUNet(nn.Module):
         fps: torch.Tensor | float | None = None,
         *,
         concat: torch.Tensor | None = None,
+        noise_level: torch.Tensor | int | None = None,
         num_images: int = 0,
         temporal: bool = True,
     ) -> torch.Tensor:
@@ -446,7 +524,10 @@ class VideoUNet(nn.Module):
                 With ``image_cross_attention``: ``text_context_len`` text tokens then image tokens.
             fps: frames per second per video ``(b,)`` or a number; required if ``fps_cond``
                 (except in image mode), ignored otherwise.
-            concat: extra condition channels ``(b, concat_channels, t, h, w)`` if configured.
+            concat: extra condition channels ``(b, concat_channels, t, h, w)`` if configured (LaVie VSR:
+                the noise-augmented low-resolution RGB video, upsampled to the latent's ``h, w``).
+            noise_level: the noise level of that low-resolution input per video ``(b,)`` (integers in
+                ``0..max_noise_level``; a number is broadcast); required if ``noise_level_classes``.
             num_images: the last ``num_images`` of the ``t`` frames are independent images
                 (joint image-video training): temporal layers skip them.
             temporal: ``False`` runs in image mode: every temporal layer and the fps embedding
@@ -465,6 +546,11 @@ class VideoUNet(nn.Module):
         b = x.shape[0]
 
         emb = self.time_embed(timesteps)[:, None, :].expand(b, t, -1)  # (b, t, E): every frame gets its video's
+        if self.noise_level_embed is not None:  # LaVie VSR: + the low-res input's noise level
+            emb = emb + self.noise_level_embed(self._noise_levels(noise_level, b, x.device))[:, None, :]
+        elif noise_level is not None:
+            raise ValueError("noise_level was given but the model has no noise-level embedding "
+                             "(config.noise_level_classes=0).")
         if self.fps_embed is not None and video_frames > 0:
             is_video = (torch.arange(t, device=x.device) < video_frames).to(emb.dtype)  # images get no fps
             emb = emb + self.fps_embed(fps)[:, None, :] * is_video[None, :, None]
@@ -475,17 +561,23 @@ class VideoUNet(nn.Module):
             # memory order (b*t, h, w, c): per-pixel channel vectors are contiguous, which makes the
             # token reshapes of the transformers and temporal convs views instead of copies
             h = h.contiguous(memory_format=torch.channels_last)
-        h = self.stem(h, x, context, num_images)  # (b*t, model_channels, h, w)
+        h = self.stem(h, x, context, fps, num_images)  # (b*t, model_channels, h, w)
         if self.init_attn is not None:
             h = apply_to_video_frames(self.init_attn, h, t, num_images)
         skips = [h]
-        for stage in self.down_stages:
+        for k, stage in enumerate(self.down_stages):
             h = self._run(stage, h, emb, context, t, num_images)
             skips.append(h)
+            if k in self._down_level_ends:  # LaVie VSR: the skip is kept from before the level's temporal module
+                h = self._run(self.down_temporal_modules[self._down_level_ends[k]], h, emb, context, t, num_images)
         h = self._run(self.mid, h, emb, context, t, num_images)
-        for stage in self.up_stages:
+        if self.mid_temporal_module is not None:
+            h = self._run(self.mid_temporal_module, h, emb, context, t, num_images)
+        for k, stage in enumerate(self.up_stages):
             h = torch.cat([h, skips.pop()], dim=1)  # (b*t, c + c_skip, h, w)
             h = self._run(stage, h, emb, context, t, num_images)
+            if k in self._up_level_ends:
+                h = self._run(self.up_temporal_modules[self._up_level_ends[k]], h, emb, context, t, num_images)
         if self.config.video_group_norm:  # LaVie: statistics over all frames of a video
             h = video_group_norm(self.out_norm, h, t, num_images)
         else:
@@ -493,10 +585,31 @@ class VideoUNet(nn.Module):
         h = self.conv_out(F.silu(h))  # (b*t, c_out, h, w)
         return unfold_frames(h, t).contiguous()  # (b, c_out, t, h, w)
 
-    def stem(self, h: torch.Tensor, x: torch.Tensor, context: torch.Tensor | None, num_images: int) -> torch.Tensor:
-        """``conv_in`` on the folded frames ``h (b*t, c_in, h, w)``; ``x`` and ``context`` are there for
-        subclasses that add to the stem (e.g. :class:`vdlearn.models.unet.layout.CaptionLayoutUNet`)."""
+    def stem(self, h: torch.Tensor, x: torch.Tensor, context: torch.Tensor | None, fps: torch.Tensor | None,
+             num_images: int) -> torch.Tensor:
+        """``conv_in`` on the folded frames ``h (b*t, c_in, h, w)``; ``x``, ``context`` and ``fps (b,)`` are
+        there for subclasses that add to the stem (e.g. :class:`vdlearn.models.unet.layout.CaptionLayoutUNet`)."""
         return self.conv_in(h)  # (b*t, model_channels, h, w)
+
+    def _noise_levels(self, noise_level, b: int, device: torch.device) -> torch.Tensor:
+        """``noise_level`` checked and broadcast to ``(b,)`` integers (LaVie VSR's class labels)."""
+        cfg = self.config
+        if noise_level is None:
+            raise ValueError(
+                f"This model is conditioned on the noise level of its low-resolution input "
+                f"(config.noise_level_classes={cfg.noise_level_classes}): pass noise_level=..., an integer in "
+                f"0..{cfg.max_noise_level} or a tensor of shape (b,). LaVie's VSR sampler uses 50.")
+        levels = torch.as_tensor(noise_level, device=device)
+        if levels.is_floating_point() or levels.is_complex() or levels.dtype == torch.bool:
+            raise ValueError(f"noise_level must be integers (it indexes an embedding table), got {levels.dtype}.")
+        if levels.ndim == 0 or levels.numel() == 1:
+            levels = levels.reshape(1).expand(b)
+        if levels.shape != (b,):
+            raise ValueError(f"Expected noise_level of shape ({b},) (one per video), got {tuple(levels.shape)}.")
+        if levels.device.type != "meta" and (levels.min() < 0 or levels.max() > cfg.max_noise_level):
+            raise ValueError(f"noise_level must lie in 0..{cfg.max_noise_level} (config.max_noise_level), "
+                             f"got {levels.tolist()}.")
+        return levels.long()
 
     #: Memory layout of the activations: True channels-last, False contiguous, None automatic
     #: (channels-last on CPU, where it is measurably faster; contiguous elsewhere).
@@ -513,8 +626,8 @@ class VideoUNet(nn.Module):
     # --- parameter groups ------------------------------------------------------------------
     def temporal_modules(self) -> list[nn.Module]:
         """Modules that exist only in the video model: temporal convs/transformers, init_attn, LaVie's
-        in-block temporal attentions, fps embedding."""
-        kinds = (TemporalTransformer, TemporalConvBlock, BlockTemporalAttention)
+        in-block temporal attentions, LaVie VSR's temporal ResBlocks and modules, fps embedding."""
+        kinds = (TemporalTransformer, TemporalConvBlock, BlockTemporalAttention, TemporalResBlock, TemporalResModule)
         mods = [m for m in self.modules() if isinstance(m, kinds)]
         if self.fps_embed is not None:
             mods.append(self.fps_embed)

@@ -123,6 +123,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "videocrafter": dict(_SD_KL_F8),
     # LaVie decodes ``latents / 0.18215`` with the same SD VAE, frame by frame.
     "lavie": dict(_SD_KL_F8),
+    # Stable Diffusion's x4 upscaler autoencoder (stabilityai/stable-diffusion-x4-upscaler ``vae/``), which LaVie's
+    # VSR stage decodes with (Vchitect/LaVie ``vsr/configs/vae_config.json``): KL-f4, three levels 128/256/512,
+    # scaling_factor 0.08333. 55.3M parameters.
+    "sd_x4_upscaler": {**_SD_KL_F8, "channel_mult": (1, 2, 4), "scale_factor": 0.08333},
     # The toy world's 32x32 frames -> 8x8x4 latents (f = 4, 12x fewer numbers). 0.68M parameters.
     # Narrow at full resolution (16 channels), wider below (32, 64): cheap enough to train on a CPU.
     # norm_groups 4 keeps 4 channels per group at the top level, as SD does (128 channels / 32 groups).
