@@ -236,8 +236,9 @@ SAMPLER_PRESETS: dict[str, SamplerConfig] = {
     "lavie_interpolation": SamplerConfig(method="ddim", num_steps=50, spacing="spaced", final="one", eta=0.0,
                                          guidance_scale=4.0),
     # LaVie super-resolution (vsr/sample.py): diffusers DDIMScheduler from the SD x4 upscaler config with
-    # steps_offset 1 (981..1), eta 0, CFG 5. The config's set_alpha_to_one is not checked here;
-    # SD-family configs set it to false, assumed here ("first").
+    # steps_offset 1 (981..1), eta 0, CFG 5. That config (scheduler/scheduler_config.json of
+    # stabilityai/stable-diffusion-x4-upscaler) is not in the LaVie repository; set_alpha_to_one false is
+    # assumed here ("first"), and vdlearn.pretrained.lavie_pipeline reads the real file when it loads.
     "lavie_vsr": SamplerConfig(method="ddim", num_steps=50, spacing="leading", offset=1, final="first", eta=0.0,
                                guidance_scale=5.0),
     # diffusers' DDIMScheduler defaults (leading spacing, set_alpha_to_one=True), without its default clipping.

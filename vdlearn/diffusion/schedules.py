@@ -120,6 +120,11 @@ SCHEDULE_PRESETS: dict[str, ScheduleConfig] = {
     # LaVie super-resolution: linear betas, v-prediction.
     "lavie_vsr": ScheduleConfig(beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                                 prediction_type="v_prediction"),
+    # LaVie super-resolution's noise augmentation of the low-res input (vsr/sample.py adds noise_level 50 with the
+    # x4 upscaler's low_res_scheduler, a DDPMScheduler): LDM's sqrt-linear betas 1e-4 -> 0.02, i.e. diffusers'
+    # scaled_linear, as LaVie's own vsr/models/upscaling.py (make_beta_schedule) builds them. The x4 folder's
+    # low_res_scheduler/scheduler_config.json is not in the LaVie repository; the loader reads it when present.
+    "lavie_vsr_low_res": ScheduleConfig(beta_schedule="scaled_linear", beta_start=1e-4, beta_end=0.02),
     # The course's toy models (32x32 frames, 8x8 latents). Cosine because at such low resolution the
     # (scaled-)linear schedules spend most steps at an SNR where nothing recognisable is left (Nichol &
     # Dhariwal 2021, sec. 3.2); v-prediction because it stays well conditioned at both ends, where

@@ -274,12 +274,7 @@ class VideoCrafterPipeline:
 
         # 4. the starting noise x_T, drawn first
         shape = (b, self.unet.config.in_channels, num_frames, height // 8, width // 8)  # (b, 4, T, H/8, W/8)
-        if latents is None:
-            latents = _randn(shape, generator, device)
-        elif tuple(latents.shape) != shape:
-            raise InputError(f"latents must have shape {shape} (b, 4, frames, height/8, width/8), "
-                             f"got {tuple(latents.shape)}.")
-        latents = latents.to(device=device, dtype=torch.float32)
+        latents = _initial_latents(latents, shape, generator, device, "b, 4, frames, height/8, width/8")
 
         # 5. DDIM with classifier-free guidance, two U-Net calls per step (lvdm/models/samplers/ddim.py)
         try:
@@ -400,6 +395,17 @@ def _randn(shape: Sequence[int], generator: torch.Generator | None, device: torc
     """Standard normal noise drawn on the generator's device (CPU without one), moved to ``device``."""
     where = generator.device if generator is not None else torch.device("cpu")
     return torch.randn(tuple(shape), generator=generator, device=where, dtype=torch.float32).to(device)
+
+
+def _initial_latents(latents: torch.Tensor | None, shape: tuple[int, ...], generator: torch.Generator | None,
+                     device: torch.device, layout: str) -> torch.Tensor:
+    """The starting noise ``x_T`` of ``shape``: drawn (first, from ``generator``) or the caller's ``latents``,
+    checked; float32 on ``device``. ``layout`` names the axes for the error, e.g. ``"b, 4, frames, height/8, width/8"``."""
+    if latents is None:
+        return _randn(shape, generator, device)
+    if tuple(latents.shape) != tuple(shape):
+        raise InputError(f"latents must have shape {tuple(shape)} ({layout}), got {tuple(latents.shape)}.")
+    return latents.to(device=device, dtype=torch.float32)
 
 
 __all__ = ["COMPONENTS", "SamplingDefaults", "VideoCrafterPipeline", "VideoPipelineOutput"]

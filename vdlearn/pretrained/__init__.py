@@ -6,12 +6,14 @@ One call loads a whole official VideoCrafter checkpoint as a pipeline::
     pipe = load_pipeline("videocrafter2_t2v_512")   # or videocrafter1_t2v_1024, videocrafter1_i2v_512
 
 (:mod:`vdlearn.pretrained.checkpoints`; the checkpoints' files and settings are in
-:mod:`vdlearn.pretrained.registry`). ``load_pipeline`` and ``PRETRAINED`` are imported on
+:mod:`vdlearn.pretrained.registry`). LaVie's cascade loads from its local files with
+``load_lavie_pipeline("pretrained_models")`` (:mod:`vdlearn.pretrained.lavie_pipeline`). ``load_pipeline`` and ``PRETRAINED`` are imported on
 first use, so importing one converter module stays light.
 """
 
 _LAZY = {"load_pipeline": "vdlearn.pretrained.checkpoints", "PRETRAINED": "vdlearn.pretrained.registry",
-         "PretrainedSpec": "vdlearn.pretrained.registry", "CheckpointNotFoundError": "vdlearn.pretrained.hub"}
+         "PretrainedSpec": "vdlearn.pretrained.registry", "CheckpointNotFoundError": "vdlearn.pretrained.hub",
+         "load_lavie_pipeline": "vdlearn.pretrained.lavie_pipeline"}
 
 
 def __getattr__(name: str):
