@@ -220,8 +220,12 @@ def _atomic_write(path: Path, write) -> None:
 META_KEY = "vdlearn_meta"
 
 
-def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> Path:
+def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor], meta: Mapping[str, Any],
+                    dtype: torch.dtype | None = None) -> Path:
     """Write ``path`` (``.safetensors``, ``meta`` inside its header) and a ``.json`` copy, atomically.
+
+    ``dtype`` (e.g. ``torch.float16``) stores the floating-point tensors in that precision and
+    records it as ``meta["stored_dtype"]`` (the shipped models: :mod:`vdlearn.shipping`).
 
     The weights and their metadata are one file replaced by one rename: a run killed at any
     moment leaves either the old pair or the new one, never new weights with old metadata.
@@ -230,6 +234,9 @@ def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor], me
     """
     path = Path(path).with_suffix(".safetensors")
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+        meta = {**meta, "stored_dtype": str(dtype).removeprefix("torch.")}
     text = json.dumps(to_jsonable(dict(meta)), indent=2, sort_keys=False)
     _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={META_KEY: text}))
     _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n"))

@@ -80,8 +80,7 @@ def _denoiser(src: Path, n: int, dtype: torch.dtype, progress: bool):
     meta["metrics"] = {**meta["metrics"], "heldout": now}
 
     def save(path, m):
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
-        return save_checkpoint(path, state, {**m, "stored_dtype": str(dtype).removeprefix("torch.")})
+        return save_checkpoint(path, model.state_dict(), m, dtype=dtype)
 
     summary = [f"held-out loss {now['loss']:.5f} (float32 {old['loss']:.5f}) on {now['n']} frames"]
     return meta, {"heldout": old}, save, summary
@@ -113,8 +112,7 @@ def _vae(src: Path, n: int, dtype: torch.dtype, progress: bool):
     replaced = {k: old[k] for k in new if k in old}
 
     def save(path, m):
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in vae.state_dict().items()}
-        return save_checkpoint(path, state, {**m, "stored_dtype": str(dtype).removeprefix("torch.")})
+        return save_checkpoint(path, vae.state_dict(), m, dtype=dtype)
 
     summary = [f"{k}: {new[k]:.4f} (float32 {old[k]:.4f})" for k in new
                if isinstance(new[k], float) and isinstance(old.get(k), float)]

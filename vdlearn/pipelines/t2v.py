@@ -312,12 +312,8 @@ class TextToVideo(nn.Module):
         ``dtype`` (e.g. ``torch.float16``) stores the floating-point weights in that precision, half
         the bytes (the shipped models, ``vdlearn ship``); :meth:`load` gives float32 parameters again.
         """
-        state = self.state_dict()
         meta = {"kind": CHECKPOINT_KIND, "t2v_config": self.config.to_dict(), **(meta or {})}
-        if dtype is not None:
-            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-            meta["stored_dtype"] = str(dtype).removeprefix("torch.")
-        return save_checkpoint(path, state, meta)
+        return save_checkpoint(path, self.state_dict(), meta, dtype=dtype)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> TextToVideo:
