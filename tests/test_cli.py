@@ -72,6 +72,8 @@ def test_train_then_sample_then_eval_a_tiny_text_to_video_model(tmp_path):
     assert "train: generated" in report and "heldout: generated" in report
     words = run("eval", "--checkpoint", ckpt, "--words", "--n", "4").stdout
     assert "direction" in words and "empty prompt" in words and "%" in words, words
+    ladder = run("eval", "--checkpoint", ckpt, "--ladder", "--n", "4", "--steps", "5").stdout  # 999, 799, ..., 199
+    assert "finished from 999" in ladder and "real" in ladder and "jerk" in ladder, ladder
     bad = run("sample", "--checkpoint", ckpt, "--prompt", "a red 3 moving sideways", check=False)
     assert bad.returncode != 0 and "sideways" in bad.stderr and "vocabulary" in bad.stderr
     wrong = run("eval", "--checkpoint", str(out / "checkpoint.safetensors"), "--n", "2", check=False)

@@ -93,3 +93,29 @@ def test_x_T_and_errors():
         sample(VideoNet(), SHAPE, schedule, "dpm++", progress=False)
     with pytest.warns(UserWarning, match="no effect without uncond"):
         sample(VideoNet(), SHAPE, schedule, SamplerConfig(num_steps=2, guidance_scale=7.5), progress=False)
+
+
+def test_t_start_runs_the_tail_of_the_ladder_from_the_given_sample():
+    """SDEdit: ``t_start`` skips the steps above it; the rest are the plain loop's steps."""
+    schedule = NoiseSchedule("videocrafter")
+    sampler = Sampler(schedule, "videocrafter", num_steps=10, guidance_scale=1.0, eta=0.0)
+    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(3))
+    seen = []
+    out = sample(VideoNet(), SHAPE, schedule, sampler, x_T=x, t_start=550, device="cpu", progress=False,
+                 callback=lambda s: seen.append(s.t))
+    assert seen == [501, 401, 301, 201, 101, 1]  # ladder 901, 801, ..., 1: the first kept is at or below 550
+    assert sampler.first_index(550) == 4 and sampler.first_index(901) == 0 and sampler.first_index(2000) == 0
+    # the same as stepping by hand from index 4 with the same network
+    net, y = VideoNet(), x.clone()
+    for i in range(4, len(sampler)):
+        t = torch.full((SHAPE[0],), int(sampler.timesteps[i]), dtype=torch.long)
+        y = sampler.step(net(y, t), y, i).prev_sample
+    assert torch.allclose(out, y, atol=1e-6)
+    # a start above the ladder's top is the whole ladder
+    full = sample(VideoNet(), SHAPE, schedule, sampler, x_T=x, device="cpu", progress=False)
+    assert torch.equal(full, sample(VideoNet(), SHAPE, schedule, sampler, x_T=x, t_start=999, device="cpu",
+                                    progress=False))
+    with pytest.raises(ValueError, match="below every timestep"):
+        sample(VideoNet(), SHAPE, schedule, sampler, x_T=x, t_start=0, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="needs x_T"):
+        sample(VideoNet(), SHAPE, schedule, sampler, t_start=500, device="cpu", progress=False)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vdlearn.data.captions import UnknownWordError
-from vdlearn.io import CheckpointMismatchError, save_checkpoint
+from vdlearn.io import CheckpointMismatchError, InputError, save_checkpoint
 from vdlearn.pipelines.t2v import T2VConfig, TextToVideo, shipped_t2v_path
 from vdlearn.training.t2v import T2VTask, T2VTrainConfig, latent_cache, train
 
@@ -62,6 +62,30 @@ def test_guidance_scale_changes_the_result_and_one_means_plain_conditional(tiny)
     w6 = tiny.generate(p, guidance_scale=6.0, num_steps=3, return_latents=True, progress=False)
     assert w1.shape == (1, 4, 8, 8, 8)
     assert (w1 - w6).abs().max() > 1e-3
+
+
+def test_sdedit_from_a_low_step_keeps_the_given_clip_and_from_the_top_does_not(tiny):
+    """``generate(init_latents=, t_start=)``: the lower the start, the more of the given clip survives."""
+    p = ["a red 3 moving left quickly", "a blue 4 moving up slowly"]
+    z = torch.randn(2, *tiny.config.latent_shape, generator=torch.Generator().manual_seed(1))
+    gap = {t: (tiny.generate(p, num_steps=10, init_latents=z, t_start=t, return_latents=True,
+                             progress=False) - z).norm() / z.norm() for t in (100, 500, 999)}
+    assert gap[100] < 0.25 * gap[999] and gap[100] < gap[500] < gap[999], gap
+    with pytest.raises(InputError, match="go together"):
+        tiny.generate(p, num_steps=2, init_latents=z, progress=False)
+    with pytest.raises(InputError, match="must have shape"):
+        tiny.generate(p, num_steps=2, init_latents=z[:1], t_start=500, progress=False)
+
+
+def test_the_ladder_probe_keeps_real_motion_from_low_noise_and_not_from_the_top(tiny):
+    """An untrained model keeps a real clip finished from t=100 and makes noise of it from t=999."""
+    from vdlearn.eval.generation import format_ladder, ladder_probe
+
+    rows = ladder_probe(tiny, t_starts=(100, 999), n=16, num_steps=10)
+    assert [r["clips"] for r in rows] == ["real", "vae", 99, 999]  # the 10-step ladder: 999, 899, ..., 99
+    real, vae, low, top = (r["adherence"]["joint"] for r in rows)
+    assert real >= 0.9 and vae >= 0.9 and low >= 0.8 and top < 0.3, format_ladder(rows)
+    assert rows[2]["jerk"] < 2 * rows[0]["jerk"] < rows[3]["jerk"], format_ladder(rows)
 
 
 def test_bad_prompts_are_explained(tiny):

@@ -9,6 +9,7 @@
     vdlearn sample --prompt "a red 3 moving left quickly" --out x.mp4     generate a video
     vdlearn eval --checkpoint runs/t2v/t2v.safetensors                    the judges' report on a model
     vdlearn eval --words                                                  which caption words the model uses
+    vdlearn eval --ladder --n 96                                          where along the noise ladder it loses the motion
     vdlearn ship runs/t2v/t2v.safetensors data/t2v/NAME.safetensors       store a model in float16, measured again
 
 Every subcommand has --help. A bad input is refused before any work starts, with one message
@@ -222,6 +223,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = word_sensitivity(model, n=args.n, seed=args.seed)
         print(json.dumps(result, indent=2) if args.json else format_sensitivity(result))
         return 0
+    if args.ladder:
+        from vdlearn.eval.generation import format_ladder, ladder_probe
+
+        rows = ladder_probe(model, n=args.n, guidance_scale=args.guidance, num_steps=args.steps, seed=args.seed)
+        print(json.dumps(rows, indent=2) if args.json else format_ladder(rows))
+        return 0
     report = evaluate_t2v(model, n=args.n, guidance_scale=args.guidance, num_steps=args.steps, seed=args.seed,
                           references=not args.no_references, progress=not args.json)
     if args.json:
@@ -309,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--words", action="store_true",
                    help="instead of generating, probe which caption words the model uses: the rise of its denoising "
                         "loss on real clips when one word is swapped for a wrong one (vdlearn.eval.word_probe)")
+    e.add_argument("--ladder", action="store_true",
+                   help="instead of generating from noise, noise N real clips to t = 200 ... 999 and let the model "
+                        "finish them (SDEdit): the noise levels where adherence and jerk break away from the real "
+                        "clips' are the ones a recipe must train better (vdlearn.eval.generation.ladder_probe)")
     e.add_argument("--json", action="store_true", help="print the full report as json")
     e.set_defaults(func=cmd_eval)
 

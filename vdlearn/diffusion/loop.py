@@ -91,6 +91,7 @@ def sample(
     callback: Callable[[SampleStep], None] | None = None,
     progress: bool = True,
     return_pred_x0: bool = False,
+    t_start: int | None = None,
 ) -> torch.Tensor:
     """Generate a batch with ``model`` by running ``sampler`` over ``schedule``.
 
@@ -111,6 +112,10 @@ def sample(
         return_pred_x0: return the last step's $\\hat x_0$ instead of the last sample.
             They differ only when the last step does not land on clean data
             (VideoCrafter's ``final="first"``) or with clipping.
+        t_start: start part-way down the ladder (SDEdit, Meng et al. 2022): the steps above
+            ``t_start`` are skipped and ``x_T`` must be the noisy sample at the first step kept,
+            ``sampler.timesteps[sampler.first_index(t_start)]`` (e.g. from
+            :func:`~vdlearn.diffusion.process.q_sample`). None: the whole ladder from pure noise.
 
     Returns:
         the generated batch, ``shape``, float32 on ``device``.
@@ -143,8 +148,11 @@ def sample(
     cond = _to_device(cond, device)
     uncond = _to_device(uncond, device)
     pred_x0 = x
+    first = 0 if t_start is None else sampler.first_index(t_start)
+    if t_start is not None and x_T is None:
+        raise ValueError("t_start needs x_T: the noisy sample at the first timestep kept.")
 
-    steps = tqdm(range(len(sampler)), desc=f"{cfg.method.upper()} sampling", disable=not progress, leave=False)
+    steps = tqdm(range(first, len(sampler)), desc=f"{cfg.method.upper()} sampling", disable=not progress, leave=False)
     for i in steps:
         t = int(sampler.timesteps[i])
         t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)  # (b,)

@@ -278,6 +278,14 @@ class Sampler:
     def __len__(self) -> int:
         return len(self.timesteps)
 
+    def first_index(self, t_start: int) -> int:
+        """The index of the first ladder step at or below ``t_start`` (SDEdit's starting point)."""
+        first = int((self.timesteps > int(t_start)).sum())
+        if first == len(self.timesteps):
+            raise ValueError(f"t_start={t_start} is below every timestep of the ladder "
+                             f"(lowest {int(self.timesteps[-1])}).")
+        return first
+
     def step(
         self,
         model_output: torch.Tensor,

@@ -33,7 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vdlearn.data.captions import parse_caption
-from vdlearn.diffusion import NoiseSchedule, Sampler, SamplerConfig, sample
+from vdlearn.diffusion import NoiseSchedule, Sampler, SamplerConfig, q_sample, sample
 from vdlearn.io import (
     CheckpointMismatchError,
     InputError,
@@ -256,12 +256,19 @@ class TextToVideo(nn.Module):
         return_latents: bool = False,
         callback: Callable | None = None,
         progress: bool = True,
+        init_latents: torch.Tensor | None = None,
+        t_start: int | None = None,
     ) -> torch.Tensor:
         """Videos ``(b, 3, t, h, w)`` in [-1, 1] for ``prompts`` (or their latents).
 
         ``guidance_scale`` (default from the config) weights the prompt against the empty
         prompt: ``out = uncond + w * (cond - uncond)``; 1 means no guidance. Each clip's
         noise comes from ``seed + i``: the same seed and prompt give the same video.
+
+        ``init_latents (b, 4, t, h, w)`` with ``t_start``: SDEdit (Meng et al. 2022) instead of
+        pure noise: the latents are noised to the first ladder step at or below ``t_start``
+        with that same noise, and only the steps from there on run. Notebook 05 uses it to
+        find where along the ladder a model loses the motion.
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
@@ -286,6 +293,15 @@ class TextToVideo(nn.Module):
         self.eval()
         fps_all = self._fps(fps, len(prompts))
         noise = self.initial_noise(len(prompts), seed)
+        sampler_obj = Sampler(self.schedule, sampler_cfg)
+        if (init_latents is None) != (t_start is None):
+            raise InputError("init_latents and t_start go together: give both (SDEdit) or neither.")
+        if init_latents is not None:
+            if tuple(init_latents.shape) != tuple(noise.shape):
+                raise InputError(f"init_latents must have shape {tuple(noise.shape)} (one latent clip per prompt); "
+                                 f"got {tuple(init_latents.shape)}.")
+            t0 = int(sampler_obj.timesteps[sampler_obj.first_index(t_start)])
+            noise = q_sample(self.schedule, init_latents.float().cpu(), t0, noise)  # (b, 4, t, h, w)
         uncond_ctx = self.text_encoder(self.tokenize([""]))  # (1, n, d): the empty prompt
         out = []
         chunks = range(0, len(prompts), batch_size)
@@ -295,11 +311,11 @@ class TextToVideo(nn.Module):
             context = self.text_encoder(self.tokenize(chunk))  # (b, n, d)
             f = fps_all[start : start + b].to(device)
             latents = sample(
-                self.unet, (b, *cfg.latent_shape), self.schedule, Sampler(self.schedule, sampler_cfg),
+                self.unet, (b, *cfg.latent_shape), self.schedule, sampler_obj,
                 cond={"context": context, "fps": f},
                 uncond={"context": uncond_ctx, "fps": f} if w != 1.0 else None,
                 x_T=noise[start : start + b].to(device), device=device, callback=callback,
-                progress=progress and len(chunks) == 1,
+                progress=progress and len(chunks) == 1, t_start=t_start,
             )  # (b, 4, t, h, w)
             out.append(latents if return_latents else self.vae.decode_latents(latents).clamp(-1, 1))
         self.train(was_training)
