@@ -126,7 +126,16 @@ def ladder_probe(model, t_starts=(200, 400, 600, 800, 999), n: int = 96, *, spli
     Taught in notebook 05_text_to_video.
     """
     from vdlearn.data import ToyWorld, WorldConfig
+    from vdlearn.diffusion import Sampler, SamplerConfig
+    from vdlearn.io import InputError
 
+    # each row is labelled with the ladder step it starts from; a start below the ladder fails here, before any work
+    ladder = Sampler(model.schedule, SamplerConfig.preset(model.config.sampler, num_steps=num_steps))
+    try:
+        starts = [int(ladder.timesteps[ladder.first_index(t)]) for t in t_starts]
+    except ValueError as err:
+        raise InputError(f"{err} Take more steps (num_steps, `vdlearn eval --steps`; {num_steps} now) "
+                         f"or higher t_starts.") from None
     judge = judge or Judge.load()
     world = ToyWorld(WorldConfig.preset(model.config.world), seed=world_seed)
     batch = world.batch(range(n), split=split, regime="clean")
@@ -140,18 +149,11 @@ def ladder_probe(model, t_starts=(200, 400, 600, 800, 999), n: int = 96, *, spli
         return {"clips": name, "adherence": judge.adherence(clips, prompts, fps),
                 "jerk": judge.temporal(clips, fps)["jerk"]}
 
-    from vdlearn.diffusion import Sampler, SamplerConfig
-
-    ladder = Sampler(model.schedule, SamplerConfig.preset(model.config.sampler, num_steps=num_steps)).timesteps
     rows = [row("real", videos), row("vae", recon)]
-    for t in t_starts:
-        kept = ladder[ladder <= int(t)]
-        if len(kept) == 0:
-            raise ValueError(f"t_start={t} is below the lowest step ({int(ladder[-1])}) of a {num_steps}-step ladder; "
-                             f"take more steps or a higher t_start.")
+    for t in starts:
         clips = model.generate(prompts, fps=fps, guidance_scale=guidance_scale, num_steps=num_steps, seed=seed,
-                               init_latents=latents, t_start=int(t), progress=False)
-        rows.append(row(int(kept[0]), clips.cpu()))  # labelled with the ladder step it started from
+                               init_latents=latents, t_start=t, progress=False)
+        rows.append(row(t, clips.cpu()))
     return rows
 
 
