@@ -1,4 +1,4 @@
-"""Peak GPU memory and time of VideoCrafter2 sampling (320 x 512, 16 frames) with each memory saver.
+"""Peak GPU memory and time of VideoCrafter2 (or LaVie base) sampling, 320 x 512 x 16, with each memory saver.
 
 Each row samples the same prompt with the same seed through
 :class:`vdlearn.pipelines.videocrafter.VideoCrafterPipeline`, with one saver switched on
@@ -15,6 +15,8 @@ Usage::
     python benchmarks/pretrained_memory.py --random-weights      # full size, no file: memory and time only
     python benchmarks/pretrained_memory.py --reduced             # any machine (CPU): a reduced-width model,
                                                                  # 64 x 64 x 4 frames, to show the table
+    python benchmarks/pretrained_memory.py --name lavie_base      # LaVie's base stage, full size, random weights
+                                                                 # (DDPM 50 steps, CFG 7.5; --reduced as above)
 
 On the CPU there is no GPU memory to measure (the column says so); the rows still show the
 time and that every saver gives the same frames. Steps default to 10 (``--steps 50`` for
@@ -68,6 +70,27 @@ def random_pipeline(spec, seed: int = 0) -> VideoCrafterPipeline:
                                 name=spec.title)
 
 
+def random_lavie_base(reduced: bool, seed: int = 0):
+    """LaVie's base stage (:class:`~vdlearn.pipelines.lavie.LaVieBasePipeline`) at full size or reduced, random weights."""
+    from vdlearn.diffusion import NoiseSchedule
+    from vdlearn.models.clip import OpenCLIPTextConfig
+    from vdlearn.models.unet import UNetConfig
+    from vdlearn.models.vae import VAEConfig
+    from vdlearn.pipelines.lavie import LaVieBasePipeline
+
+    torch.manual_seed(seed)
+    small = {"model_channels": 32, "attention_heads": 2, "norm_groups": 8, "context_dim": 64} if reduced else {}
+    unet = VideoUNet(UNetConfig.preset("lavie_base", **small))
+    vae = AutoencoderKL(VAEConfig.preset("lavie", **({"base_channels": 16, "norm_groups": 8} if reduced else {})))
+    text = OpenCLIPTextEncoder(OpenCLIPTextConfig.preset(
+        "clip_vit_l14", **({"width": 64, "layers": 2, "heads": 2, "mlp_width": 128} if reduced else {})))
+    with torch.no_grad():
+        for p in unet.parameters():
+            if p.ndim >= 2 and not p.abs().sum():
+                p.normal_(0, 0.02)
+    return LaVieBasePipeline(unet, vae, text, NoiseSchedule("lavie_base"))
+
+
 def run(pipe: VideoCrafterPipeline, saver: str, device: torch.device, call: dict) -> tuple[np.ndarray, float, float]:
     """Frames, peak GPU memory (GiB; NaN on CPU) and seconds of one call with ``saver`` on."""
     pipe.to("cpu" if "offload" in saver else device)  # .to() also ends an earlier row's offloading
@@ -82,23 +105,32 @@ def run(pipe: VideoCrafterPipeline, saver: str, device: torch.device, call: dict
         pipe.enable_attention_slicing()
     if "1 frame" in saver:
         chunk = 1
+    return measure(lambda: pipe(**call, decode_chunk_size=chunk, generator=torch.Generator().manual_seed(123)).frames,
+                   device)
+
+
+def measure(fn, device: torch.device):
+    """``(result, peak GiB or NaN, seconds)`` of ``fn()``; an out-of-memory error gives ``(None, inf, nan)``."""
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    frames = pipe(**call, decode_chunk_size=chunk, generator=torch.Generator().manual_seed(123)).frames
+    try:
+        with torch.no_grad():
+            out = fn()
+    except torch.OutOfMemoryError:
+        return None, math.inf, math.nan
     if cuda:
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
-    return frames, peak, seconds
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else math.nan
+    return out, peak, time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--name", default="videocrafter2_t2v_512", choices=list(PRETRAINED))
+    parser.add_argument("--name", default="videocrafter2_t2v_512", choices=[*PRETRAINED, "lavie_base"])
     parser.add_argument("--path", default=None, help="the checkpoint file (default: the Hugging Face cache)")
     parser.add_argument("--random-weights", action="store_true", help="full size, random weights, no file")
     parser.add_argument("--reduced", action="store_true", help="reduced width at 64x64x4: runs anywhere")
@@ -111,6 +143,18 @@ def main() -> None:
 
     device = get_device(args.device)
     dtype = getattr(torch, args.dtype or ("float16" if device.type == "cuda" else "float32"))
+    if args.name == "lavie_base":
+        if not (args.reduced or args.random_weights):
+            parser.error("--name lavie_base runs on random weights: add --random-weights (full size) or --reduced")
+        pipe = random_lavie_base(args.reduced).to(dtype=dtype)
+        pipe.set_progress_bar_config(disable=True)
+        size = (64, 64, 4) if args.reduced else (320, 512, 16)
+        call = {"prompt": "a teddy bear walking on the street, 2k, high quality", "height": size[0], "width": size[1],
+                "num_frames": size[2], "num_inference_steps": args.steps}
+        print(f"LaVie base (random weights{', reduced width' if args.reduced else ''}), {size[0]}x{size[1]}x{size[2]}, "
+              f"{args.steps} DDPM steps, cfg 7.5, {str(dtype).removeprefix('torch.')}, on {describe_device(device)}")
+        table(pipe, args.savers, device, call)
+        return
     spec = PRETRAINED[args.name]
     if spec.is_i2v:
         parser.error("this benchmark samples the text-to-video checkpoints")
@@ -132,10 +176,18 @@ def main() -> None:
 
     print(f"{spec.title} ({source}), {call['height']}x{call['width']}x{call['num_frames']}, {args.steps} DDIM "
           f"steps, cfg {s.guidance_scale}, {str(dtype).removeprefix('torch.')}, on {describe_device(device)}")
+    table(pipe, args.savers, device, call)
+
+
+def table(pipe, savers, device: torch.device, call: dict) -> None:
+    """One row per saver: peak memory, time, and the largest difference from the first row's frames."""
     print(f"{'saver':<36} {'peak GPU memory':>16} {'time':>9} {'max |frames - plain|':>21}")
     plain = None
-    for saver in args.savers:
+    for saver in savers:
         frames, peak, seconds = run(pipe, saver, device, call)
+        if frames is None:
+            print(f"{saver:<36} {'out of memory':>16}", flush=True)
+            continue
         plain = frames if plain is None else plain
         memory = f"{'n/a (CPU)':>16}" if math.isnan(peak) else f"{peak:12.2f} GiB"
         diff = float(np.abs(frames - plain).max())

@@ -192,9 +192,16 @@ def test_bad_loop_settings_are_refused_before_training(tmp_path):
         line_trainer(tmp_path, lr=-1.0, steps=0)
 
 
-def test_t2v_training_refuses_bad_settings_before_the_latent_cache(capsys, tmp_path):
-    err = fails(capsys, "train", "t2v", "--preset", "tiny", "--steps", "0", "--out", str(tmp_path), "--quiet")
-    assert "--steps 0" in err and not (tmp_path / "latent_cache.safetensors").exists()
+@pytest.mark.parametrize("args, words", [
+    (["--steps", "0"], ["--steps 0"]),
+    (["--high-noise-share", "1.5"], ["--high-noise-share", "[0, 1]"]),
+    (["--images-per-clip", "-1"], ["--images-per-clip", "0 or more"]),
+    (["--image-timesteps", "each"], ["--image-timesteps", "'clip'", "'own'"]),
+])
+def test_t2v_training_refuses_bad_settings_before_the_latent_cache(capsys, tmp_path, args, words):
+    err = fails(capsys, "train", "t2v", "--preset", "tiny", *args, "--out", str(tmp_path), "--quiet")
+    assert all(w in err for w in words), err
+    assert not (tmp_path / "latent_cache.safetensors").exists()
 
 
 def test_resume_refuses_changed_settings_and_lists_them(tmp_path):

@@ -78,3 +78,47 @@ def test_the_layout_refuses_image_mode_but_takes_images_in_a_video_batch():
     with pytest.raises(ValueError, match="image mode"):
         model.unet(torch.randn(1, 4, 8, 8, 8), torch.tensor([500]), model.text_encoder(tokens), torch.tensor([8]),
                    temporal=False)
+
+
+def test_images_with_their_own_timesteps_are_denoised_as_samples_of_their_own():
+    """``image_timesteps="own"``: one timestep per frame; an image at step s is predicted, noised and
+    weighed exactly as the same image alone at step s, and the videos keep their batch."""
+    torch.manual_seed(0)
+    model = TextToVideo.from_preset("tiny").eval()
+    with torch.no_grad():
+        for p in model.unet.parameters():
+            if p.ndim > 1 and not p.any():
+                p.normal_(0, 0.05)
+    g = torch.Generator().manual_seed(2)
+    video, images = torch.randn(2, 4, 8, 8, 8, generator=g), torch.randn(2, 4, 2, 8, 8, generator=g)
+    tokens = model.tokenize(["a red 3 moving left quickly", "a blue circle moving up slowly"])
+    image_tokens = model.tokenize(["a green 7 moving right quickly", "a red 1 moving down slowly"] * 2).reshape(2, 2, -1)
+    t_video, t_images, fps = torch.tensor([100, 900]), torch.tensor([[950, 20], [400, 600]]), torch.tensor([4, 16])
+    per_frame = torch.cat([t_video[:, None].expand(-1, 8), t_images], dim=1)  # (b, 10)
+    with torch.no_grad():
+        joint = model(torch.cat([video, images], dim=2), per_frame,
+                      torch.cat([tokens[:, None].expand(-1, 8, -1), image_tokens], dim=1), fps, num_images=2)
+        alone = model(video, t_video, tokens, fps)
+        for j in range(2):  # image j of each clip, alone, at its own step
+            image = model(images[:, :, j:j + 1], t_images[:, j], image_tokens[:, j], fps, num_images=1)
+            assert torch.allclose(joint[:, :, 8 + j:9 + j], image, atol=1e-5, rtol=0)
+    assert torch.allclose(joint[:, :, :8], alone, atol=1e-5, rtol=0)
+
+    # the loss noises each frame at its own step: frame 8 of clip 0 at t = 950, not at the clip's 100
+    from vdlearn.diffusion import q_sample
+    noise = torch.randn(2, 4, 10, 8, 8, generator=g)
+    x0 = torch.cat([video, images], dim=2)
+    x_t = q_sample(model.schedule, x0, per_frame, noise)
+    assert torch.allclose(x_t[:1, :, 8:9], q_sample(model.schedule, images[:1, :, :1], 950, noise[:1, :, 8:9]))
+    assert torch.allclose(x_t[:1, :, :8], q_sample(model.schedule, video[:1], 100, noise[:1, :, :8]))
+
+    cache = _cache(model)
+    shared = T2VTask(model, cache, batch_size=4, images_per_clip=2, high_noise_share=0.5)
+    own = T2VTask(model, cache, batch_size=4, images_per_clip=2, high_noise_share=0.5, image_timesteps="own")
+    b, ref = own.batch(0, torch.Generator().manual_seed(3)), shared.batch(0, torch.Generator().manual_seed(3))
+    assert b["t"].shape == (4, 10) and torch.equal(b["t"][:, :8], ref["t"][:, None].expand(-1, 8))
+    assert torch.equal(b["x0"], ref["x0"]) and torch.equal(b["tokens"], ref["tokens"])
+    assert (ref["t"][:2] >= 850).all() and not torch.equal(b["t"][:, 8:], ref["t"][:, None].expand(-1, 2))
+    assert torch.isfinite(own.loss(model, b))
+    with pytest.raises(ValueError, match="image-timesteps"):
+        T2VTask(model, cache, batch_size=4, images_per_clip=2, image_timesteps="each")

@@ -456,7 +456,53 @@ def test_a_missing_sub_folder_and_no_files_at_all(root, tmp_path):
     with pytest.raises(CheckpointNotFoundError, match="text_encoder/config.json"):
         load_lavie_pipeline(base=root / "lavie_base.pt", sd14=tmp_path / "stable-diffusion-v1-4",
                             unet_configs=CONFIGS)
-    with pytest.raises(CheckpointNotFoundError, match="needs LaVie's sd14 file"):
-        load_lavie_pipeline(base=root / "lavie_base.pt", unet_configs=CONFIGS)
+    with pytest.raises(CheckpointNotFoundError, match="sd14 file is not on this machine: not in the Hugging Face"):
+        load_lavie_pipeline(base=root / "lavie_base.pt", unet_configs=CONFIGS, cache_dir=tmp_path / "empty",
+                            local_files_only=True)  # not given, not under a root: the Hub's cache, offline
     with pytest.raises(ValueError, match="non-empty selection"):
-        load_lavie_pipeline()
+        load_lavie_pipeline(root, stages=())
+
+
+def _hub_cache(cache, root, leave_out: str | None = None):
+    """A Hugging Face cache (the hub's own folder layout) holding ``root``'s files under their repositories."""
+    from vdlearn.pretrained.lavie_pipeline import LAVIE_FILES
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    for what, (name, repo) in LAVIE_FILES.items():
+        if what == leave_out:
+            continue
+        folder = cache / f"models--{repo.replace('/', '--')}"
+        (folder / "refs").mkdir(parents=True, exist_ok=True)
+        (folder / "refs" / "main").write_text(commit)
+        snapshot = folder / "snapshots" / commit
+        if what in ("sd14", "x4"):  # a diffusers repository: the snapshot is the folder
+            snapshot.parent.mkdir(parents=True, exist_ok=True)
+            snapshot.symlink_to(root / name, target_is_directory=True)
+        else:
+            snapshot.mkdir(parents=True, exist_ok=True)
+            (snapshot / name).symlink_to(root / name)
+
+
+def test_without_a_folder_every_file_comes_from_the_hugging_face_cache(root, cascade, tmp_path, monkeypatch):
+    """No root and no files: the Hub route; offline, the cache alone gives the same cascade as the folder."""
+    _hub_cache(tmp_path, root)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # local_files_only=None follows HF_HUB_OFFLINE: no network
+    hub = load_lavie_pipeline(unet_configs=CONFIGS, cache_dir=tmp_path)
+    for stage in ("base", "interpolation", "vsr"):
+        a, b = getattr(hub, stage), getattr(cascade, stage)
+        for part in ("unet", "vae", "text_encoder"):
+            sa, sb = getattr(a, part).state_dict(), getattr(b, part).state_dict()
+            assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa), (stage, part)
+    assert torch.equal(hub.vsr.schedule.betas, cascade.vsr.schedule.betas)  # the x4 scheduler config was read
+
+
+@pytest.mark.parametrize(("leave_out", "names"), [
+    ("vsr", ["lavie_vsr.pt", "Vchitect/LaVie", "offline mode", "hf download Vchitect/LaVie lavie_vsr.pt"]),
+    ("x4", ["stabilityai/stable-diffusion-x4-upscaler", "offline mode", "--include 'scheduler/scheduler_config.json'"]),
+])
+def test_a_file_missing_from_the_cache_offline_says_what_to_download(root, tmp_path, leave_out, names):
+    _hub_cache(tmp_path, root, leave_out=leave_out)
+    with pytest.raises(CheckpointNotFoundError) as err:
+        load_lavie_pipeline(unet_configs=CONFIGS, cache_dir=tmp_path, local_files_only=True)
+    assert all(n in str(err.value) for n in names), str(err.value)
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # no hub traceback chained to it

@@ -97,8 +97,11 @@ def diffusion_loss(
     if t is None:
         t = sample_timesteps(b, schedule, generator=generator, device=x0.device)
     t = check_timesteps(t.to(x0.device), schedule.num_train_timesteps)
-    if t.shape != (b,):
-        raise ValueError(f"t must have shape ({b},), one timestep per sample, got {tuple(t.shape)}.")
+    per_frame = x0.ndim == 5 and t.shape == (b, x0.shape[2])  # one timestep per frame (joint image-video batches)
+    if t.shape != (b,) and not per_frame:
+        raise ValueError(f"t must have shape ({b},), one timestep per sample"
+                         + (f", or ({b}, {x0.shape[2]}), one per frame" if x0.ndim == 5 else "")
+                         + f"; got {tuple(t.shape)}.")
     if noise is None:
         gen_device = generator.device if generator is not None else x0.device
         noise = torch.randn(x0.shape, generator=generator, device=gen_device, dtype=x0.dtype).to(x0.device)

@@ -28,7 +28,9 @@ With $s_t = 1$ all formulas reduce to the textbook ones and equal diffusers'
 ``add_noise``, ``get_velocity`` and the conversions inside its schedulers.
 
 All functions take ``t`` as a ``(b,)`` long tensor (or an int) and tensors of any shape
-``(b, ...)``: images ``(b, c, h, w)`` and videos ``(b, c, t, h, w)`` alike.
+``(b, ...)``: images ``(b, c, h, w)`` and videos ``(b, c, t, h, w)`` alike. For videos ``t`` may
+also be ``(b, T)``, one step per frame: independent images appended to a clip in joint
+image-video training are noised each at its own step.
 """
 
 from __future__ import annotations

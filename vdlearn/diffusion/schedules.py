@@ -323,12 +323,18 @@ def check_timesteps(t: torch.Tensor, num_train_timesteps: int, allow_minus_one: 
 
 
 def timestep_batch(t: int | torch.Tensor, batch: int, device: torch.device | str) -> torch.Tensor:
-    """``t`` as a ``(batch,)`` long tensor on ``device``: an int or a 0-d tensor is repeated."""
+    """``t`` as a ``(batch,)`` long tensor on ``device``: an int or a 0-d tensor is repeated.
+
+    A ``(batch, T)`` tensor (one timestep per frame of a video, as when independent images ride
+    along with a clip in joint image-video training) is kept as it is.
+    """
     t = torch.as_tensor(t, device=device)
     if t.is_floating_point() and not torch.equal(t, t.round()):
         raise ValueError(f"Timesteps must be integers, got {t.reshape(-1).tolist()[:8]}.")
     if t.ndim == 0:
         return t.long().expand(batch).clone()
+    if t.ndim == 2 and t.shape[0] == batch:
+        return t.long()
     if t.ndim != 1 or t.shape[0] not in (1, batch):
         raise ValueError(f"Expected one timestep or one per sample (batch {batch}), got shape {tuple(t.shape)}.")
     return t.long().expand(batch).clone()
@@ -337,9 +343,14 @@ def timestep_batch(t: int | torch.Tensor, batch: int, device: torch.device | str
 def extract(values: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
     """``values[t]`` reshaped to ``(b, 1, ..., 1)`` with ``ndim`` dims, to broadcast against a batch.
 
-    ``values`` is a ``(N,)`` buffer; ``t`` is ``(b,)`` on any device.
+    ``values`` is a ``(N,)`` buffer; ``t`` is ``(b,)`` on any device, or ``(b, T)`` (one step per
+    frame) for videos ``(b, c, T, h, w)``, giving ``(b, 1, T, 1, 1)``.
     """
-    out = values.to(t.device)[t]  # (b,)
+    out = values.to(t.device)[t]  # (b,) or (b, T)
+    if t.ndim == 2:
+        if ndim != 5:
+            raise ValueError(f"Per-frame timesteps {tuple(t.shape)} need a video (b, c, T, h, w), got {ndim} dims.")
+        return out.reshape(t.shape[0], 1, t.shape[1], 1, 1)
     return out.reshape(t.shape[0], *([1] * (ndim - 1)))
 
 

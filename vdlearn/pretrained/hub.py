@@ -92,11 +92,16 @@ def checkpoint_file(
         return Path(hf_hub_download(spec.repo_id, spec.filename, revision=spec.revision, cache_dir=cache_dir,
                                     local_files_only=local_files_only))
     except (OSError, EntryNotFoundError) as err:  # offline, no network, no such repository or file, gated, disk
-        where = f"the Hugging Face cache {cache_dir}" if cache_dir else "the Hugging Face cache"
-        how = ("offline mode: HF_HUB_OFFLINE is set or local_files_only=True" if local_files_only
-               else f"download failed: {type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}")
-        message = download_instructions(spec, f"not in {where}; {how}")
-        raise CheckpointNotFoundError(message) from None
+        raise CheckpointNotFoundError(download_instructions(spec, unreachable(err, local_files_only, cache_dir))) \
+            from None
 
 
-__all__ = ["CheckpointNotFoundError", "checkpoint_file", "download_instructions", "offline_mode"]
+def unreachable(err: Exception, local_files_only: bool, cache_dir: str | Path | None = None) -> str:
+    """Why a Hub file could not be had, in one line: offline and not cached, or the download's error."""
+    where = f"the Hugging Face cache {cache_dir}" if cache_dir else "the Hugging Face cache"
+    how = ("offline mode: HF_HUB_OFFLINE is set or local_files_only=True" if local_files_only
+           else f"download failed: {type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}")
+    return f"not in {where}; {how}"
+
+
+__all__ = ["CheckpointNotFoundError", "checkpoint_file", "download_instructions", "offline_mode", "unreachable"]

@@ -23,9 +23,16 @@ The VSR sampler follows ``vsr/sample.py``: the folder's ``scheduler/scheduler_co
 ``beta_schedule`` forced to ``"linear"`` (its betas, prediction type, ``steps_offset`` and
 ``set_alpha_to_one`` are read); the low-res noise augmentation uses
 ``low_res_scheduler/scheduler_config.json``. Without those json files the presets ``lavie_vsr`` /
-``lavie_vsr_low_res`` are used. A file that is not there raises
+``lavie_vsr_low_res`` are used.
+
+**Where the files come from.** ``load_lavie_pipeline("pretrained_models")`` reads the official folder;
+single files can be given (``base=``, ``sd14=``, ...). A file given neither way comes from the Hugging
+Face Hub (:func:`hub_file`): ``hf_hub_download`` for the ``lavie_*.pt`` files and ``snapshot_download``
+of only the sub-folders the loader reads for the two diffusers repositories, through the shared HF cache,
+so a second call downloads nothing; ``HF_HUB_OFFLINE=1`` (or ``local_files_only=True``) looks in the
+cache only. A file that is not there and cannot be fetched raises
 :class:`~vdlearn.pretrained.hub.CheckpointNotFoundError` naming the file, its repository and where
-to put it. Nothing is ever downloaded here.
+to put it.
 
 Taught in notebook 10_pretrained.
 """
@@ -69,20 +76,57 @@ SD_SCALE, X4_SCALE = 0.18215, 0.08333
 DEFAULT_PAD = {"sd14": 49407, "x4": 0}
 
 
-def missing_file_message(what: str, path: Path, inside: str | None = None) -> str:
+#: What the loader reads of the two diffusers repositories (all it downloads of them): the weights as
+#: safetensors, their configs, the tokenizer's padding and the x4 upscaler's two scheduler configs.
+HUB_PATTERNS: dict[str, list[str]] = {
+    "sd14": ["text_encoder/config.json", "text_encoder/model.safetensors", "vae/config.json",
+             "vae/diffusion_pytorch_model.safetensors", "tokenizer/*.json"],
+    "x4": ["text_encoder/config.json", "text_encoder/model.safetensors", "vae/config.json",
+           "vae/diffusion_pytorch_model.safetensors", "tokenizer/*.json", "scheduler/scheduler_config.json",
+           "low_res_scheduler/scheduler_config.json"],
+}
+
+
+def missing_file_message(what: str, path: Path | None, inside: str | None = None, reason: str | None = None) -> str:
     """What to do when one of LaVie's files is not at ``path``: the file, its repository, where it goes."""
     name, repo = LAVIE_FILES[what]
     piece = f"{name}/{inside}" if inside else name
     if what in ("base", "interpolation", "vsr"):
         get = f"hf download {repo} {name} --local-dir pretrained_models"
     else:
-        get = f"hf download {repo} --local-dir pretrained_models/{name}"
-    return (f"LaVie's {what} file is not on this machine: nothing at {path}"
-            f"{f' (expected {inside} inside {name})' if inside else ''}.\n"
+        patterns = " ".join(f"--include '{p}'" for p in HUB_PATTERNS[what])
+        get = f"hf download {repo} {patterns} --local-dir pretrained_models/{name}"
+    why = reason or f"nothing at {path}{f' (expected {inside} inside {name})' if inside else ''}"
+    return (f"LaVie's {what} file is not on this machine: {why}.\n"
             f"  file:  {piece} from https://huggingface.co/{repo}\n"
             f"Get it on a machine with internet access:\n    {get}\n"
             f"and put it where the official README does, pretrained_models/{name}; then pass "
             f"load_lavie_pipeline('pretrained_models') or {what}='<path>'.")
+
+
+def hub_file(what: str, *, local_files_only: bool | None = None, cache_dir: str | Path | None = None) -> Path:
+    """One of LaVie's files (:data:`LAVIE_FILES`) from the Hugging Face Hub, or its cached copy.
+
+    A ``lavie_*.pt`` file is one ``hf_hub_download``; a diffusers repository (``sd14``, ``x4``) is a
+    ``snapshot_download`` of :data:`HUB_PATTERNS` only, returned as the folder. ``local_files_only=None``
+    follows ``HF_HUB_OFFLINE``. Raises :class:`CheckpointNotFoundError` with what to download and where.
+    """
+    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    from vdlearn.pretrained.hub import offline_mode, unreachable
+
+    name, repo = LAVIE_FILES[what]
+    if local_files_only is None:
+        local_files_only = offline_mode()
+    try:
+        if what in HUB_PATTERNS:
+            return Path(snapshot_download(repo, allow_patterns=HUB_PATTERNS[what], cache_dir=cache_dir,
+                                          local_files_only=local_files_only))
+        return Path(hf_hub_download(repo, name, cache_dir=cache_dir, local_files_only=local_files_only))
+    except (OSError, EntryNotFoundError) as err:  # offline, no network, no such file, gated, disk
+        raise CheckpointNotFoundError(missing_file_message(what, None, reason=unreachable(err, local_files_only,
+                                                                                           cache_dir))) from None
 
 
 def _need(what: str, path: Path, inside: str | None = None) -> Path:
@@ -179,17 +223,23 @@ def load_lavie_pipeline(
     stages: tuple[str, ...] | None = None,
     unet_configs: Mapping[str, UNetConfig | str] | None = None,
     dtype: torch.dtype = torch.float32,
+    local_files_only: bool | None = None,
+    cache_dir: str | Path | None = None,
 ) -> LaVieCascade:
-    """LaVie's cascade from local files; each stage is also usable alone (``cascade.base(...)``).
+    """LaVie's cascade from local files or the Hub; each stage is also usable alone (``cascade.base(...)``).
 
     Args:
         root: the official ``pretrained_models/`` folder; every file not given is looked for there
-            under its official name (:data:`LAVIE_FILES`).
+            under its official name (:data:`LAVIE_FILES`). ``None``: every file not given comes from
+            the Hugging Face Hub or its cache (:func:`hub_file`).
         base, interpolation, vsr: the ``lavie_*.pt`` files. sd14, x4: the two diffusers folders.
-        stages: which stages to build (default: all three with ``root``, else those whose U-Net is given).
+        stages: which stages to build (default: all three with ``root`` or with no file given, else
+            those whose U-Net is given).
         unet_configs: a :class:`UNetConfig` (or preset name) per stage instead of detecting the preset
             (tests load reduced-width files this way).
         dtype: the weights' dtype (the x4 VAE stays float32, as ``vsr/sample.py`` decodes in float32).
+        local_files_only: Hub files from the cache only, never downloaded (``None``: follow ``HF_HUB_OFFLINE``).
+        cache_dir: another Hugging Face cache folder (default: the shared one).
 
     Raises:
         CheckpointNotFoundError: a file is missing (the message names it, its repository and where it goes).
@@ -200,18 +250,16 @@ def load_lavie_pipeline(
     paths = {k: Path(v).expanduser() if v is not None else (root / LAVIE_FILES[k][0] if root else None)
              for k, v in given.items()}
     if stages is None:
-        stages = tuple(s for s in STAGES if root is not None or given[s] is not None)
+        nothing_given = root is None and all(v is None for v in given.values())
+        stages = tuple(s for s in STAGES if root is not None or nothing_given or given[s] is not None)
     bad = [s for s in stages if s not in STAGES]
     if bad or not stages:
-        raise ValueError(f"stages must be a non-empty selection of {STAGES}, got {stages}. Pass root= or a "
-                         f"lavie_*.pt file (base=, interpolation=, vsr=).")
+        raise ValueError(f"stages must be a non-empty selection of {STAGES}, got {stages}. Pass root=, a "
+                         f"lavie_*.pt file (base=, interpolation=, vsr=) or nothing (every file from the Hub).")
     for need in {s: None for s in stages} | ({"sd14": None} if {"base", "interpolation"} & set(stages) else {}) \
             | ({"x4": None} if "vsr" in stages else {}):
-        if paths[need] is None:
-            name, repo = LAVIE_FILES[need]
-            raise CheckpointNotFoundError(
-                f"load_lavie_pipeline needs LaVie's {need} file {name} (from https://huggingface.co/{repo}): "
-                f"pass {need}='<path>' or root='pretrained_models' (the official folder that holds it).")
+        if paths[need] is None:  # neither given nor under root: the Hub (or its cache)
+            paths[need] = hub_file(need, local_files_only=local_files_only, cache_dir=cache_dir)
         _need(need, paths[need])
     configs = dict(unet_configs or {})
 
@@ -235,5 +283,5 @@ def load_lavie_pipeline(
     return LaVieCascade(**built)
 
 
-__all__ = ["LAVIE_FILES", "load_lavie_pipeline", "load_text_encoder", "load_vae", "missing_file_message",
+__all__ = ["HUB_PATTERNS", "LAVIE_FILES", "hub_file", "load_lavie_pipeline", "load_text_encoder", "load_vae", "missing_file_message",
            "tokenizer_pad_id", "vsr_schedules"]

@@ -11,7 +11,10 @@ The recipe is VideoCrafter1's (sec. 3.2, 4.1) at toy scale:
    clip, and drop 10% of the captions to the empty prompt (so the model also learns the
    unconditional prediction that classifier-free guidance needs). All of it comes from
    the step's generator, for the *global* batch: exact resume and identical results on
-   one or several processes (see :mod:`vdlearn.training.trainer`).
+   one or several processes (see :mod:`vdlearn.training.trainer`). With ``--images-per-clip K``
+   (LaVie sec. 3.4) K single frames of other clips, each with its own caption, are appended to
+   every clip; ``--image-timesteps own`` noises each of them at a step of its own, as if it were a
+   sample of its own, so that ``--high-noise-share`` moves only the videos to the top of the ladder.
 3. **The loss** is the v-prediction MSE of :func:`vdlearn.diffusion.diffusion_loss`; the
    text encoder and the U-Net train together (the toy text encoder is learned, not frozen
    CLIP: see :mod:`vdlearn.models.text`).
@@ -88,6 +91,9 @@ class T2VTrainConfig:
     high_noise_from: int = 850  # where "high noise" starts: the steps where the sampler decides the layout
     images_per_clip: int = 0  # joint image-video training (LaVie sec. 3.4): this many single frames of other
     #                           clips, each with its own caption, ride along with every clip (temporal layers skip them)
+    image_timesteps: str = "clip"  # "clip": the images share their clip's timestep; "own": each image draws its
+    #                                own, uniformly, as it would as a sample of its own (the high-noise share then
+    #                                applies to the videos only)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -134,18 +140,30 @@ def latent_cache(model: TextToVideo, cfg: T2VTrainConfig, out: Path | None, prog
     return cache
 
 
+def check_batch_settings(high_noise_share: float, high_noise_from: int, images_per_clip: int, image_timesteps: str,
+                         num_train_timesteps: int = 1000) -> None:
+    """Refuse batch settings that make no sense (an :class:`InputError` naming the flag), before any work."""
+    if not 0.0 <= high_noise_share <= 1.0:
+        raise InputError(f"high_noise_share (--high-noise-share) must be in [0, 1], got {high_noise_share}.")
+    if not 0 <= high_noise_from < num_train_timesteps:
+        raise InputError(f"high_noise_from (--high-noise-from) must be a timestep 0..{num_train_timesteps - 1}, "
+                         f"got {high_noise_from}.")
+    if images_per_clip < 0:
+        raise InputError(f"images_per_clip (--images-per-clip) must be 0 or more, got {images_per_clip}.")
+    if image_timesteps not in ("clip", "own"):
+        raise InputError(f"image_timesteps (--image-timesteps) must be 'clip' (an image shares its clip's timestep) "
+                         f"or 'own' (each image draws its own), got {image_timesteps!r}.")
+
+
 class T2VTask:
     """The trainer's task: global batches from the latent cache, the v-prediction loss."""
 
     def __init__(self, model: TextToVideo, cache: dict, batch_size: int, cond_drop: float = 0.1,
-                 high_noise_share: float = 0.0, high_noise_from: int = 850, images_per_clip: int = 0):
-        if not 0.0 <= high_noise_share <= 1.0:
-            raise ValueError(f"high_noise_share must be in [0, 1], got {high_noise_share}.")
-        if not 0 <= high_noise_from < model.schedule.num_train_timesteps:
-            raise ValueError(f"high_noise_from must be a timestep 0..{model.schedule.num_train_timesteps - 1}, "
-                             f"got {high_noise_from}.")
-        if images_per_clip < 0:
-            raise ValueError(f"images_per_clip must be 0 or more, got {images_per_clip}.")
+                 high_noise_share: float = 0.0, high_noise_from: int = 850, images_per_clip: int = 0,
+                 image_timesteps: str = "clip"):
+        check_batch_settings(high_noise_share, high_noise_from, images_per_clip, image_timesteps,
+                             model.schedule.num_train_timesteps)
+        self.image_timesteps = image_timesteps
         self.images_per_clip = images_per_clip
         self.high_noise = (round(batch_size * high_noise_share), high_noise_from)
         self.schedule = model.schedule
@@ -175,6 +193,9 @@ class T2VTask:
             image_tokens = self.tokens[clip].clone()  # (b, k, L)
             image_tokens[drop] = self.empty
             tokens = torch.cat([tokens[:, None].expand(-1, frames, -1), image_tokens], dim=1)  # (b, t + k, L)
+            if self.image_timesteps == "own":  # every image is noised as a sample of its own: one step per frame
+                own = sample_timesteps(b * k, self.schedule, generator=generator).reshape(b, k)  # (b, k)
+                t = torch.cat([t[:, None].expand(-1, frames), own], dim=1)  # (b, t + k)
         noise = torch.randn(x0.shape, generator=generator)
         return {"x0": x0, "tokens": tokens, "fps": self.fps[idx], "t": t, "noise": noise}
 
@@ -257,6 +278,7 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
     for name in ("batch_size", "cache_clips"):
         if getattr(cfg, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: give at least 1.")
+    check_batch_settings(cfg.high_noise_share, cfg.high_noise_from, cfg.images_per_clip, cfg.image_timesteps)
     if resume and not (out / "checkpoint.safetensors").exists():
         raise FileNotFoundError(f"--resume: no checkpoint at {out / 'checkpoint.safetensors'}; start without --resume.")
     lock_folder(out)  # a folder in use by a live run is refused before any work
@@ -268,7 +290,7 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
     cache = latent_cache(model, cfg, out, progress)
     cache_seconds = time.time() - t_cache
     task = T2VTask(model, cache, cfg.batch_size, cfg.cond_drop, cfg.high_noise_share, cfg.high_noise_from,
-                   cfg.images_per_clip)
+                   cfg.images_per_clip, cfg.image_timesteps)
     prompts = ["a red 3 moving left quickly", "a blue circle moving up slowly", "a green 7 moving right quickly",
                "a white square moving down slowly"]
 

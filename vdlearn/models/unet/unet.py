@@ -467,8 +467,9 @@ class VideoUNet(nn.Module):
         timesteps = torch.as_tensor(timesteps, device=x.device)
         if timesteps.ndim == 0 or timesteps.numel() == 1:
             timesteps = timesteps.reshape(1).expand(b)
-        if timesteps.shape != (b,):
-            raise ValueError(f"Expected timesteps of shape ({b},) (one per video), got {tuple(timesteps.shape)}.")
+        if timesteps.shape != (b,) and timesteps.shape != (b, t):
+            raise ValueError(f"Expected timesteps of shape ({b},) (one per video) or ({b}, {t}) (one per frame), "
+                             f"got {tuple(timesteps.shape)}.")
 
         if cfg.fps_cond and temporal:
             if fps is None:
@@ -518,7 +519,8 @@ class VideoUNet(nn.Module):
 
         Args:
             x: noisy latents ``(b, in_channels, t, h, w)``.
-            timesteps: diffusion step per video, ``(b,)`` (a scalar is broadcast).
+            timesteps: diffusion step per video, ``(b,)`` (a scalar is broadcast), or per frame
+                ``(b, t)`` (appended images with their own noise level, joint image-video training).
             context: text tokens ``(b, n, context_dim)`` shared by all frames, or one
                 context per frame ``(b, t, n, context_dim)``; ``None`` only if ``context_dim`` is None.
                 With ``image_cross_attention``: ``text_context_len`` text tokens then image tokens.
@@ -545,7 +547,10 @@ class VideoUNet(nn.Module):
         x, timesteps, context, fps = self._prepare(x, timesteps, context, fps, concat, video_frames > 0)
         b = x.shape[0]
 
-        emb = self.time_embed(timesteps)[:, None, :].expand(b, t, -1)  # (b, t, E): every frame gets its video's
+        if timesteps.ndim == 2:  # one step per frame: appended images noised on their own (joint training)
+            emb = self.time_embed(timesteps.reshape(-1)).reshape(b, t, -1)  # (b, t, E)
+        else:
+            emb = self.time_embed(timesteps)[:, None, :].expand(b, t, -1)  # (b, t, E): every frame gets its video's
         if self.noise_level_embed is not None:  # LaVie VSR: + the low-res input's noise level
             emb = emb + self.noise_level_embed(self._noise_levels(noise_level, b, x.device))[:, None, :]
         elif noise_level is not None:

@@ -1,0 +1,186 @@
+"""VideoCrafter2 sampling, vdlearn beside the official implementation: peak GPU memory, time, same frames.
+
+Both sides sample the same random weights at equal settings: vdlearn's pipeline from
+:func:`pretrained_memory.random_pipeline`, and the official ``LatentDiffusion`` of
+``configs/inference_t2v_512_v2.0.yaml`` with those weights converted to the official names
+(``vdlearn.pretrained.videocrafter.to_official``, ``vae_layouts.vdlearn_to_ldm``) and loaded with
+``strict=True``. The same text embeddings (the text encoder runs once before sampling in both, so
+it is left out of both), the same ``x_T``, ``fps`` 28, guidance 12, DDIM at ``--eta`` (default 0,
+so that both sides are deterministic and their frames can be compared; the run script's 1.0 needs
+the same memory), then the official ``decode_first_stage_2DAE`` or vdlearn's decoder. The official
+code runs as its run script does (fp32: ``scripts/evaluation/inference.py`` never calls ``half()``),
+and in fp16 after ``model.half()`` for a fair comparison; vdlearn plain, with model offload, and
+with offload plus one-frame decoding.
+
+No official code is part of vdlearn: pass a checkout of AILab-CVC/VideoCrafter with ``--official``
+(its inference needs ``omegaconf`` and ``einops``; ``pytorch_lightning``, ``torchvision`` and
+``cv2`` are imported by it but not used at inference, and are stubbed here if missing)::
+
+    git clone https://github.com/AILab-CVC/VideoCrafter /tmp/VideoCrafter
+    pip install omegaconf einops
+    python benchmarks/official_sampling.py --official /tmp/VideoCrafter            # full size, on a GPU
+    python benchmarks/official_sampling.py --official /tmp/VideoCrafter --reduced  # any machine: the table's shape
+
+Rows print as they finish; a row that runs out of GPU memory says so and the next one runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import types
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]
+
+import numpy as np
+import torch
+from pretrained_memory import REDUCED, measure, random_pipeline
+
+from vdlearn.device import describe_device, get_device
+from vdlearn.pretrained import vae_layouts, videocrafter
+from vdlearn.pretrained.registry import PRETRAINED
+
+CONFIG = "configs/inference_t2v_512_v2.0.yaml"
+#: --reduced: the official GroupNorms have 32 groups, so 32 channels is the narrowest first level
+#: (the widths of the golden outputs, tests/fixtures/golden/README.md); the text encoder only fixes the width
+OFFICIAL_REDUCED = {**REDUCED, "unet_overrides": {"model_channels": 32, "head_channels": 16, "context_dim": 64},
+                    "vae_overrides": {"base_channels": 32}}
+
+
+def _stub_unused_imports() -> None:
+    """Modules the official code imports but does not use at inference, stubbed when not installed."""
+    if "pytorch_lightning" not in sys.modules:
+        try:
+            import pytorch_lightning  # noqa: F401
+        except ImportError:
+            class LightningModule(torch.nn.Module):  # what LatentDiffusion needs of it: an nn.Module with .device
+                @property
+                def device(self):
+                    return next(self.parameters()).device
+
+            sys.modules["pytorch_lightning"] = types.SimpleNamespace(LightningModule=LightningModule)
+    for name in ("torchvision", "cv2"):
+        try:
+            __import__(name)
+        except ImportError:
+            module = types.ModuleType(name)
+            if name == "torchvision":
+                module.utils = types.SimpleNamespace(make_grid=None)
+                sys.modules["torchvision.utils"] = module.utils
+            sys.modules[name] = module
+
+
+def official_model(checkout: Path, pipe, reduced: bool):
+    """The official LatentDiffusion from its yaml, holding ``pipe``'s U-Net and VAE weights (text encoder left out)."""
+    from omegaconf import OmegaConf
+
+    _stub_unused_imports()
+    sys.path.insert(0, str(checkout))
+    from utils.utils import instantiate_from_config  # official
+
+    cfg = OmegaConf.load(checkout / CONFIG)
+    unet_cfg, vae_cfg = pipe.unet.config, pipe.vae.config
+    params = cfg.model.params
+    params.unet_config.params.use_checkpoint = False  # a training-time memory saver; inference runs no backward
+    if reduced:
+        params.unet_config.params.update(model_channels=unet_cfg.model_channels, num_head_channels=unet_cfg.head_channels,
+                                         context_dim=unet_cfg.context_dim)
+        params.first_stage_config.params.ddconfig.ch = vae_cfg.base_channels
+    params.cond_stage_config = OmegaConf.create({"target": "torch.nn.Identity"})  # embeddings are given
+    model = instantiate_from_config(cfg.model)
+    model.model.diffusion_model.load_state_dict(videocrafter.to_official(pipe.unet), strict=True)
+    model.first_stage_model.load_state_dict(vae_layouts.vdlearn_to_ldm(pipe.vae.state_dict(), vae_cfg), strict=True)
+    return model.eval()
+
+
+def official_sample(model, cond, uncond, x_T, steps: int, eta: float, guidance: float, fps: int) -> torch.Tensor:
+    """The run script's ``batch_ddim_sampling`` with given embeddings: frames ``(b, 3, T, H, W)`` in [-1, 1]."""
+    from lvdm.models.samplers.ddim import DDIMSampler  # official
+
+    class Sampler(DDIMSampler):  # the official one moves its buffers to "cuda" whatever the model's device
+        def register_buffer(self, name, attr):
+            if isinstance(attr, torch.Tensor):
+                attr = attr.to(model.device)
+            setattr(self, name, attr)
+
+    fps = torch.full((x_T.shape[0],), fps, device=model.device, dtype=torch.long)
+    c, uc = {"c_crossattn": [cond], "fps": fps}, {"c_crossattn": [uncond], "fps": fps}
+    samples, _ = Sampler(model).sample(S=steps, conditioning=c, batch_size=x_T.shape[0], shape=list(x_T.shape[1:]),
+                                       verbose=False, unconditional_guidance_scale=guidance, unconditional_conditioning=uc,
+                                       eta=eta, temporal_length=x_T.shape[2], x_T=x_T, clean_cond=True)
+    return model.decode_first_stage_2DAE(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--official", required=True, type=Path, help="a checkout of AILab-CVC/VideoCrafter")
+    parser.add_argument("--reduced", action="store_true", help="reduced width at 64x64x4: runs anywhere")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--steps", type=int, default=10, help="DDIM steps (memory does not depend on them)")
+    parser.add_argument("--eta", type=float, default=0.0)
+    args = parser.parse_args()
+    if not (args.official / CONFIG).is_file():
+        parser.error(f"--official {args.official}: no {CONFIG} there; pass a checkout of AILab-CVC/VideoCrafter")
+
+    device = get_device(args.device)
+    spec = PRETRAINED["videocrafter2_t2v_512"]
+    s = spec.sampling
+    height, width, frames = (64, 64, 4) if args.reduced else (s.height, s.width, s.num_frames)
+    if args.reduced:
+        spec = spec.replace(**OFFICIAL_REDUCED)
+    pipe = random_pipeline(spec)  # fp32, on the CPU
+    pipe.set_progress_bar_config(disable=True)
+    g = torch.Generator().manual_seed(123)
+    d = pipe.unet.config.context_dim
+    cond, uncond = torch.randn(1, 77, d, generator=g), torch.randn(1, 77, d, generator=g)  # the two text embeddings
+    x_T = torch.randn(1, 4, frames, height // 8, width // 8, generator=g)
+    official = official_model(args.official, pipe, args.reduced)
+
+    def run_official(dtype):
+        official.to(device=device, dtype=dtype)
+        return official_sample(official, cond.to(device, dtype), uncond.to(device, dtype), x_T.to(device, dtype),
+                               args.steps, args.eta, s.guidance_scale, s.fps)
+
+    def run_vdlearn(dtype, saver):
+        pipe.to("cpu" if saver else device, dtype=dtype)
+        if saver:
+            pipe.enable_model_cpu_offload(device)
+        out = pipe(prompt_embeds=cond.to(dtype), negative_prompt_embeds=uncond.to(dtype), latents=x_T.to(dtype),
+                   height=height, width=width, num_frames=frames, num_inference_steps=args.steps, eta=args.eta,
+                   guidance_scale=s.guidance_scale, fps=s.fps, output_type="pt",
+                   decode_chunk_size=1 if saver == "offload + 1 frame" else None).frames  # (b, T, 3, H, W) in [0, 1]
+        pipe.to("cpu")  # also ends the offloading
+        return out.float().cpu()
+
+    half = torch.float16 if device.type == "cuda" else torch.float32  # fp16 convolutions need a GPU
+    name = "fp16" if half == torch.float16 else "fp32"
+    rows = [("official, fp32 (its run script)", lambda: run_official(torch.float32))]
+    if half == torch.float16:
+        rows.append(("official, fp16 (model.half())", lambda: run_official(half)))
+    rows += [(f"vdlearn, {name}", lambda: run_vdlearn(half, None)),
+             (f"vdlearn, {name}, model offload", lambda: run_vdlearn(half, "offload")),
+             (f"vdlearn, {name}, model offload + 1 frame", lambda: run_vdlearn(half, "offload + 1 frame"))]
+    print(f"VideoCrafter2 ({'random weights, reduced width' if args.reduced else 'random weights'}), "
+          f"{height}x{width}x{frames}, {args.steps} DDIM steps, eta {args.eta}, cfg {s.guidance_scale}, "
+          f"on {describe_device(device)}; text encoder not included")
+    print(f"{'run':<44} {'peak GPU memory':>16} {'time':>9} {'max |frames - official fp32|':>29}")
+    reference = None
+    for label, fn in rows:
+        out, peak, seconds = measure(fn, device)
+        if out is None:
+            print(f"{label:<44} {'out of memory':>16}")
+            continue
+        if label.startswith("official"):
+            official.to("cpu")
+            out = ((out.float().cpu() + 1) / 2).clamp(0, 1).permute(0, 2, 1, 3, 4)  # (b, T, 3, H, W) in [0, 1]
+        reference = out if reference is None else reference
+        memory = f"{'n/a (CPU)':>16}" if math.isnan(peak) else f"{peak:12.2f} GiB"
+        diff = float(np.abs(out.numpy() - reference.numpy()).max())
+        print(f"{label:<44} {memory} {seconds:8.1f}s {diff:29.2e}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
