@@ -58,7 +58,7 @@ from vdlearn.pipelines.lavie import (
     LaVieVSRPipeline,
 )
 from vdlearn.pretrained import hf_clip, vae_layouts
-from vdlearn.pretrained.hub import CheckpointNotFoundError
+from vdlearn.pretrained.hub import CheckpointNotFoundError, offline_mode, unreachable
 from vdlearn.pretrained.lavie import load_lavie_unet
 
 #: What each argument of :func:`load_lavie_pipeline` is: (official name in pretrained_models/, HF repository).
@@ -113,8 +113,6 @@ def hub_file(what: str, *, local_files_only: bool | None = None, cache_dir: str 
     """
     from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import EntryNotFoundError
-
-    from vdlearn.pretrained.hub import offline_mode, unreachable
 
     name, repo = LAVIE_FILES[what]
     if local_files_only is None:
