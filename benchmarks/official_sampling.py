@@ -1,4 +1,4 @@
-"""VideoCrafter2 sampling, vdlearn beside the official implementation: peak GPU memory, time, same frames.
+"""VideoCrafter2 and LaVie base sampling, vdlearn beside the official implementations: peak GPU memory, time, same frames.
 
 Both sides sample the same random weights at equal settings: vdlearn's pipeline from
 :func:`pretrained_memory.random_pipeline`, and the official ``LatentDiffusion`` of
@@ -22,13 +22,32 @@ No official code is part of vdlearn: pass a checkout of AILab-CVC/VideoCrafter w
     python benchmarks/official_sampling.py --official /tmp/VideoCrafter --reduced  # any machine: the table's shape
 
 Rows print as they finish; a row that runs out of GPU memory says so and the next one runs.
+
+``--model lavie_base``: LaVie's base stage (320 x 512 x 16, DDPM, guidance 7.5), vdlearn's
+:class:`~vdlearn.pipelines.lavie.LaVieBasePipeline` beside the official ``VideoGenPipeline`` of
+``base/pipelines/pipeline_videogen.py`` with the official ``UNet3DConditionModel``, on the same random
+weights (``vdlearn.pretrained.lavie.to_official`` for the U-Net, diffusers names for the SD VAE, both
+loaded strictly), embeddings, ``x_T`` and generator seed (the DDPM noise is drawn from it on both
+sides). The official pipeline returns 8-bit frames, so where the videos agree the last column shows
+half an 8-bit step, 1.96e-03, the rounding. LaVie's code needs its pinned diffusers 0.16.0, so it runs in a separate environment through
+``official_lavie_worker.py``, which imports nothing of vdlearn; ``--official-python`` names that
+environment's Python::
+
+    git clone https://github.com/Vchitect/LaVie /tmp/LaVie
+    python -m venv /tmp/lavie-venv
+    /tmp/lavie-venv/bin/pip install torch diffusers==0.16.0 transformers==4.28.1 einops rotary_embedding_torch
+    python benchmarks/official_sampling.py --model lavie_base --official /tmp/LaVie \
+        --official-python /tmp/lavie-venv/bin/python [--reduced]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import subprocess
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -37,13 +56,29 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 import numpy as np
 import torch
-from pretrained_memory import REDUCED, measure, random_pipeline
+from measure import measure
+from pretrained_memory import REDUCED, random_lavie_base, random_pipeline
 
 from vdlearn.device import describe_device, get_device
 from vdlearn.pretrained import vae_layouts, videocrafter
 from vdlearn.pretrained.registry import PRETRAINED
 
 CONFIG = "configs/inference_t2v_512_v2.0.yaml"
+LAVIE_UNET = "base/models/unet.py"
+#: LaVie base: Stable Diffusion 1.4's unet/config.json as base/models/unet.py's from_pretrained_2d builds it
+LAVIE_SD14_UNET = {
+    "sample_size": 64, "in_channels": 4, "out_channels": 4, "center_input_sample": False, "flip_sin_to_cos": True, "freq_shift": 0,
+    "down_block_types": ("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
+    "mid_block_type": "UNetMidBlock3DCrossAttn",
+    "up_block_types": ("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
+    "block_out_channels": (320, 640, 1280, 1280), "layers_per_block": 2, "downsample_padding": 1, "mid_block_scale_factor": 1,
+    "act_fn": "silu", "norm_num_groups": 32, "norm_eps": 1e-5, "cross_attention_dim": 768, "attention_head_dim": 8,
+    "use_first_frame": False,
+}
+#: --reduced for LaVie: the widths of its golden outputs (the official RotaryEmbedding(32) needs heads of >= 32
+#: channels), official and vdlearn spellings
+LAVIE_REDUCED = {"official": {"block_out_channels": (64, 128, 192, 192), "attention_head_dim": 2, "cross_attention_dim": 64},
+                 "vdlearn": {"model_channels": 64, "channel_mult": (1, 2, 3, 3), "attention_heads": 2, "context_dim": 64}}
 #: --reduced: the official GroupNorms have 32 groups, so 32 channels is the narrowest first level
 #: (the widths of the golden outputs, tests/fixtures/golden/README.md); the text encoder only fixes the width
 OFFICIAL_REDUCED = {**REDUCED, "unet_overrides": {"model_channels": 32, "head_channels": 16, "context_dim": 64},
@@ -114,18 +149,90 @@ def official_sample(model, cond, uncond, x_T, steps: int, eta: float, guidance: 
     return model.decode_first_stage_2DAE(samples)
 
 
+def lavie_main(args, device: torch.device) -> None:
+    """``--model lavie_base``: the official base pipeline (in ``--official-python``) beside vdlearn's."""
+    from vdlearn.pretrained import lavie
+    from vdlearn.pretrained.vae_layouts import diffusers_kwargs, vdlearn_to_diffusers
+
+    height, width, frames = (64, 64, 4) if args.reduced else (320, 512, 16)
+    guidance, seed = 7.5, 321
+    pipe = random_lavie_base(args.reduced, unet_overrides=LAVIE_REDUCED["vdlearn"] if args.reduced else None)
+    pipe.set_progress_bar_config(disable=True)
+    g = torch.Generator().manual_seed(123)
+    d = pipe.unet.config.context_dim
+    cond, uncond = torch.randn(1, 77, d, generator=g), torch.randn(1, 77, d, generator=g)  # the two text embeddings
+    x_T = torch.randn(1, 4, frames, height // 8, width // 8, generator=g)
+    cuda = device.type == "cuda"
+    dtypes = ["float32", "float16"] if cuda else ["float32"]  # fp16 convolutions need a GPU
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        unet_config = {**LAVIE_SD14_UNET, **(LAVIE_REDUCED["official"] if args.reduced else {})}
+        folder.joinpath("config.json").write_text(json.dumps({
+            "unet": unet_config, "vae": diffusers_kwargs(pipe.vae.config), "height": height, "width": width,
+            "frames": frames, "steps": args.steps, "guidance_scale": guidance, "generator_seed": seed}))
+        torch.save(lavie.to_official(pipe.unet), folder / "unet.pt")
+        torch.save(vdlearn_to_diffusers(pipe.vae.state_dict(), pipe.vae.config), folder / "vae.pt")
+        torch.save({"cond": cond, "uncond": uncond, "x_T": x_T}, folder / "inputs.pt")
+        subprocess.run([str(args.official_python), str(HERE / "official_lavie_worker.py"), "--official",
+                        str(args.official), "--inputs", tmp, "--device", str(device), "--dtypes", *dtypes], check=True)
+        official = {name: torch.load(folder / f"official_{name}.pt", weights_only=True) for name in dtypes}
+
+    def run_vdlearn(dtype, saver):
+        pipe.to("cpu" if saver else device, dtype=dtype)
+        if saver:
+            pipe.enable_model_cpu_offload(device)
+        out = pipe(prompt_embeds=cond.to(dtype), negative_prompt_embeds=uncond.to(dtype), latents=x_T.to(dtype),
+                   height=height, width=width, num_frames=frames, num_inference_steps=args.steps,
+                   guidance_scale=guidance, generator=torch.Generator().manual_seed(seed), output_type="np",
+                   decode_chunk_size=1 if saver == "offload + 1 frame" else None).frames  # (b, T, H, W, 3) in [0, 1]
+        pipe.to("cpu")  # also ends the offloading
+        return out
+
+    half = getattr(torch, dtypes[-1])
+    name = "fp16" if cuda else "fp32"
+    print(f"LaVie base ({'random weights, reduced width' if args.reduced else 'random weights'}), "
+          f"{height}x{width}x{frames}, {args.steps} DDPM steps, cfg {guidance}, on {describe_device(device)}; "
+          f"text encoder not included; official: its own process")
+    print(f"{'run':<44} {'peak GPU memory':>16} {'time':>9} {'max |frames - official fp32|':>29}")
+    reference = None
+    rows = [(f"official, {n.replace('float', 'fp')} ({'its sample script' if n == 'float16' else 'model in fp32'})",
+             official[n]) for n in dtypes]
+    rows += [(f"vdlearn, {name}", None), (f"vdlearn, {name}, model offload", "offload"),
+             (f"vdlearn, {name}, model offload + 1 frame", "offload + 1 frame")]
+    for label, what in rows:
+        if label.startswith("official"):
+            out, peak, seconds = what["frames"], what["peak"], what["seconds"]
+            out = None if out is None else out.float().numpy() / 255  # uint8 (b, T, H, W, 3)
+        else:
+            out, peak, seconds = measure(lambda saver=what: run_vdlearn(half, saver), device)
+        if out is None:
+            print(f"{label:<44} {'out of memory':>16}")
+            continue
+        reference = out if reference is None else reference
+        memory = f"{'n/a (CPU)':>16}" if math.isnan(peak) else f"{peak:12.2f} GiB"
+        print(f"{label:<44} {memory} {seconds:8.1f}s {float(np.abs(out - reference).max()):29.2e}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--official", required=True, type=Path, help="a checkout of AILab-CVC/VideoCrafter")
+    parser.add_argument("--model", default="videocrafter2_t2v_512", choices=["videocrafter2_t2v_512", "lavie_base"])
+    parser.add_argument("--official", required=True, type=Path,
+                        help="a checkout of AILab-CVC/VideoCrafter (or of Vchitect/LaVie with --model lavie_base)")
+    parser.add_argument("--official-python", type=Path, default=Path(sys.executable),
+                        help="--model lavie_base: the Python of an environment with LaVie's pinned diffusers 0.16.0")
     parser.add_argument("--reduced", action="store_true", help="reduced width at 64x64x4: runs anywhere")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--steps", type=int, default=10, help="DDIM steps (memory does not depend on them)")
+    parser.add_argument("--steps", type=int, default=10, help="sampler steps (memory does not depend on them)")
     parser.add_argument("--eta", type=float, default=0.0)
     args = parser.parse_args()
+    device = get_device(args.device)
+    if args.model == "lavie_base":
+        if not (args.official / LAVIE_UNET).is_file():
+            parser.error(f"--official {args.official}: no {LAVIE_UNET} there; pass a checkout of Vchitect/LaVie")
+        return lavie_main(args, device)
     if not (args.official / CONFIG).is_file():
         parser.error(f"--official {args.official}: no {CONFIG} there; pass a checkout of AILab-CVC/VideoCrafter")
 
-    device = get_device(args.device)
     spec = PRETRAINED["videocrafter2_t2v_512"]
     s = spec.sampling
     height, width, frames = (64, 64, 4) if args.reduced else (s.height, s.width, s.num_frames)

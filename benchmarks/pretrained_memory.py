@@ -28,13 +28,13 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 import torch
+from measure import measure
 
 from vdlearn.device import describe_device, get_device
 from vdlearn.models.clip import OpenCLIPTextEncoder
@@ -70,8 +70,9 @@ def random_pipeline(spec, seed: int = 0) -> VideoCrafterPipeline:
                                 name=spec.title)
 
 
-def random_lavie_base(reduced: bool, seed: int = 0):
-    """LaVie's base stage (:class:`~vdlearn.pipelines.lavie.LaVieBasePipeline`) at full size or reduced, random weights."""
+def random_lavie_base(reduced: bool, seed: int = 0, unet_overrides: dict | None = None):
+    """LaVie's base stage (:class:`~vdlearn.pipelines.lavie.LaVieBasePipeline`) at full size or reduced, random weights
+    (``unet_overrides``: other reduced U-Net widths)."""
     from vdlearn.diffusion import NoiseSchedule
     from vdlearn.models.clip import OpenCLIPTextConfig
     from vdlearn.models.unet import UNetConfig
@@ -80,7 +81,7 @@ def random_lavie_base(reduced: bool, seed: int = 0):
 
     torch.manual_seed(seed)
     small = {"model_channels": 32, "attention_heads": 2, "norm_groups": 8, "context_dim": 64} if reduced else {}
-    unet = VideoUNet(UNetConfig.preset("lavie_base", **small))
+    unet = VideoUNet(UNetConfig.preset("lavie_base", **(small if unet_overrides is None else unet_overrides)))
     vae = AutoencoderKL(VAEConfig.preset("lavie", **({"base_channels": 16, "norm_groups": 8} if reduced else {})))
     text = OpenCLIPTextEncoder(OpenCLIPTextConfig.preset(
         "clip_vit_l14", **({"width": 64, "layers": 2, "heads": 2, "mlp_width": 128} if reduced else {})))
@@ -107,25 +108,6 @@ def run(pipe: VideoCrafterPipeline, saver: str, device: torch.device, call: dict
         chunk = 1
     return measure(lambda: pipe(**call, decode_chunk_size=chunk, generator=torch.Generator().manual_seed(123)).frames,
                    device)
-
-
-def measure(fn, device: torch.device):
-    """``(result, peak GiB or NaN, seconds)`` of ``fn()``; an out-of-memory error gives ``(None, inf, nan)``."""
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    try:
-        with torch.no_grad():
-            out = fn()
-    except torch.OutOfMemoryError:
-        return None, math.inf, math.nan
-    if cuda:
-        torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else math.nan
-    return out, peak, time.perf_counter() - start
 
 
 def main() -> None:

@@ -11,6 +11,9 @@
   scheduler config with ``beta_schedule="linear"``, and the low-res ``DDPMScheduler.add_noise``) and,
   for interpolation, guided-diffusion's ``space_timesteps`` / ``SpacedDiffusion.ddim_sample`` written
   out by hand (no library reference is installed).
+* The three official sampling loops themselves (``tests/fixtures/golden/lavie/sampler_lavie_*``: the official
+  base pipeline, ``ddim_sample_loop`` with ``forward_with_cfg`` and the VSR pipeline in 8-frame chunks, run with
+  a stand-in U-Net): the same stand-in in vdlearn's stages gives the same latents.
 * The conditioning the official scripts build: the 61-frame index map, the ", 4k." suffix and the
   "None" / "" / "blur, worst quality" unconditional prompts, the 8-frame VSR chunks, noise level 50.
 * Memory savers give the same video; bad inputs and missing files give errors that say what to do.
@@ -18,12 +21,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
 import pytest
 import torch
 import videocrafter_fakes as fakes
+from test_golden_official import read_golden
 
 from vdlearn.diffusion import NoiseSchedule, Sampler
 from vdlearn.io import InputError
@@ -340,6 +345,97 @@ def test_interpolation_sampler_is_guided_diffusions_spaced_ddim():
         assert int(ours.timesteps[step]) == kept[index]
         torch.testing.assert_close(ours.step(e, x, step).prev_sample, expected, atol=1e-5, rtol=1e-5)
         x = expected
+
+
+# ------------------------------------------------------------------------------------ the official loops (golden)
+#: alpha_bar_t of linear betas 1e-4 -> 0.02 over 1000 steps (LaVie's base and interpolation)
+LINEAR_ALPHAS_CUMPROD = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+
+
+def _stand_in(x, t, context, concat=None, noise_level=None, epsilon=False):
+    """The stand-in denoiser of ``tests/fixtures/golden/README.md`` ("LaVie's sampling loops"): a fixed function
+    of the U-Net's inputs that mixes frames and rows and reads the context, so that an order slip shows."""
+    b = x.shape[0]
+    t = torch.as_tensor(t, device=x.device).float().reshape(-1).expand(b).reshape(b, 1, 1, 1, 1)
+    c = context.float().mean(dim=(1, 2)).reshape(b, 1, 1, 1, 1)
+    out = 0.7 * torch.tanh(x) + 0.2 * x.roll(1, dims=2) - 0.1 * x.roll(1, dims=3) + 0.5 * c + 3e-4 * t - 0.05
+    if concat is not None:
+        out = out + 0.3 * concat.float().mean(dim=1, keepdim=True)
+    if noise_level is not None:
+        out = out + 1e-3 * noise_level.float().reshape(b, 1, 1, 1, 1)
+    if not epsilon:
+        return out
+    # epsilon models: the noise that takes x_t to the clean guess ``out`` under linear betas, so that x_0 stays bounded
+    a = LINEAR_ALPHAS_CUMPROD[t.reshape(-1).long()].float().reshape(b, 1, 1, 1, 1)
+    return (x - a.sqrt() * out) / (1 - a).sqrt()
+
+
+class _StandInUNet(torch.nn.Module):
+    """``_stand_in`` behind the U-Net interface the stages call: ``unet(x, t, context, concat=, noise_level=)``."""
+
+    def __init__(self, config: UNetConfig, epsilon: bool):
+        super().__init__()
+        self.config, self.epsilon = config, epsilon
+        self.time_embed = torch.nn.Module()
+        self.time_embed.linear_1 = torch.nn.Linear(1, 1)  # where the pipelines read the device and dtype
+
+    def forward(self, x, t, context, concat=None, noise_level=None):
+        return _stand_in(x, t, context, concat=concat, noise_level=noise_level, epsilon=self.epsilon)
+
+
+@contextlib.contextmanager
+def _with_stand_in(stage):
+    real = stage.unet
+    stage.unet = _StandInUNet(real.config, epsilon=stage.schedule.prediction_type == "epsilon")
+    try:
+        yield stage
+    finally:
+        stage.unet = real
+
+
+def _golden(name: str) -> tuple[dict, dict]:
+    return read_golden(f"lavie/sampler_{name}.safetensors")
+
+
+def test_base_loop_matches_the_official_pipeline(cascade):
+    g, meta = _golden("lavie_base")
+    ours = Sampler(NoiseSchedule("lavie_base"), "lavie_base")
+    assert ours.timesteps.tolist() == g["timesteps"].tolist()
+    torch.testing.assert_close(ours.schedule.alphas_cumprod.float(), g["alphas_cumprod"], atol=1e-6, rtol=1e-5)
+    with _with_stand_in(cascade.base) as pipe:  # 50 DDPM steps, CFG 7.5 on [uncond; cond], noise from the generator
+        out = pipe(prompt_embeds=g["cond"], negative_prompt_embeds=g["uncond"], latents=g["x_T"].clone(),
+                   height=64, width=64, num_frames=3, num_inference_steps=meta["num_inference_steps"],
+                   guidance_scale=meta["guidance_scale"], generator=gen(meta["generator_seed"]),
+                   output_type="latent").frames  # (1, 4, 3, 8, 8)
+    torch.testing.assert_close(out, g["latents"], atol=1e-4, rtol=1e-4)
+
+
+def test_interpolation_loop_matches_the_official_spaced_ddim(cascade):
+    g, meta = _golden("lavie_interpolation")
+    pipe = cascade.interpolation
+    sampler = pipe._sampler(50, meta["guidance_scale"])
+    assert sampler.timesteps.tolist() == g["timestep_map"].flip(0).tolist()  # the respaced steps, visited 999 .. 0
+    torch.testing.assert_close(pipe.schedule.alphas_cumprod[sampler.timesteps].float(), g["alphas_cumprod"].flip(0))
+    with _with_stand_in(pipe):  # spaced DDIM (eta 0), CFG 4 on [cond; uncond], the condition concatenated
+        out = pipe._run_sampler(sampler, g["x_T"].clone(), None, g["cond"], g["uncond"], meta["guidance_scale"],
+                                uncond_first=False, concat=g["condition"])  # (1, 4, 5, 8, 8)
+    torch.testing.assert_close(out, g["latents"], atol=1e-4, rtol=1e-4)
+
+
+def test_vsr_loop_matches_the_official_pipeline_in_chunks(cascade):
+    g, meta = _golden("lavie_vsr")
+    pipe = cascade.vsr
+    assert Sampler(pipe.schedule, pipe.sampler_config).timesteps.tolist() == g["timesteps"].tolist()
+    torch.testing.assert_close(pipe.schedule.alphas_cumprod.float(), g["alphas_cumprod"], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(pipe.low_res_schedule.alphas_cumprod.float(), g["low_res_alphas_cumprod"],
+                               atol=1e-6, rtol=1e-5)
+    # 10 frames: chunks of 8 and 2, each a whole run (low-res noise, then x_T) with one generator
+    with _with_stand_in(pipe):
+        out = pipe(prompt_embeds=g["cond"], negative_prompt_embeds=g["uncond"], video=g["video"],
+                   num_inference_steps=meta["num_inference_steps"], guidance_scale=meta["guidance_scale"],
+                   noise_level=meta["noise_level"], generator=gen(meta["generator_seed"]),
+                   output_type="latent").frames  # (1, 4, 10, 8, 8)
+    torch.testing.assert_close(out[0].transpose(0, 1), g["latents"], atol=1e-4, rtol=1e-4)  # official: (T, 4, h, w)
 
 
 # ------------------------------------------------------------------------------------ memory savers and dtypes
