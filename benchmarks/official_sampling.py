@@ -34,8 +34,10 @@ half an 8-bit step, 1.96e-03, the rounding. LaVie's code needs its pinned diffus
 environment's Python::
 
     git clone https://github.com/Vchitect/LaVie /tmp/LaVie
-    python -m venv /tmp/lavie-venv
-    /tmp/lavie-venv/bin/pip install torch diffusers==0.16.0 transformers==4.28.1 einops rotary_embedding_torch
+    python -m venv /tmp/lavie-venv      # LaVie's pins; torch (and numpy, safetensors) from this environment:
+    /tmp/lavie-venv/bin/pip install --no-deps diffusers==0.16.0 transformers==4.28.1 tokenizers==0.13.3 \
+        huggingface_hub==0.25.2 einops==0.6.1 rotary_embedding_torch==0.9.1
+    python -c "import site; print(site.getsitepackages()[0])" > /tmp/lavie-venv/lib/python3.11/site-packages/zz_this_env.pth
     python benchmarks/official_sampling.py --model lavie_base --official /tmp/LaVie \
         --official-python /tmp/lavie-venv/bin/python [--reduced]
 """
