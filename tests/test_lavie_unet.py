@@ -136,7 +136,9 @@ def _free_golden_models():
 
 def test_golden_folder_is_small_and_documented():
     files = sorted(p.name for p in GOLDEN.iterdir())
-    assert files == [f"unet_{p}.safetensors" for p in [*PRESETS, "lavie_vsr"]]  # VSR: tests/test_lavie_vsr.py
+    unets = [f"unet_{p}.safetensors" for p in [*PRESETS, "lavie_vsr"]]  # VSR: tests/test_lavie_vsr.py
+    loops = [f"sampler_{p}.safetensors" for p in [*PRESETS, "lavie_vsr"]]  # tests/test_lavie_pipeline.py
+    assert files == sorted(unets + loops)
     assert all((GOLDEN / f).stat().st_size < 300_000 for f in files)
     assert OFFICIAL_COMMIT in (GOLDEN.parent / "README.md").read_text()
 
