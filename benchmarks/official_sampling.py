@@ -151,6 +151,50 @@ def official_sample(model, cond, uncond, x_T, steps: int, eta: float, guidance: 
     return model.decode_first_stage_2DAE(samples)
 
 
+def text_and_noise(pipe, frames: int, height: int, width: int):
+    """What both sides sample from: the two text embeddings ``(1, 77, d)`` (the text encoder runs once before
+    sampling on both sides, so it is left out) and ``x_T (1, 4, T, H/8, W/8)``."""
+    g = torch.Generator().manual_seed(123)
+    d = pipe.unet.config.context_dim
+    cond, uncond = torch.randn(1, 77, d, generator=g), torch.randn(1, 77, d, generator=g)
+    return cond, uncond, torch.randn(1, 4, frames, height // 8, width // 8, generator=g)
+
+
+def vdlearn_rows(pipe, device: torch.device, dtype: torch.dtype, call: dict, seed: int | None = None) -> list:
+    """vdlearn's rows: plain, with model offload, and with offload plus 1-frame decoding. Each row's function
+    gives ``(frames (b, T, H, W, 3) in [0, 1] or None, peak GiB, seconds)``; ``call`` holds the pipeline's
+    arguments (tensors are cast to ``dtype``), ``seed`` a generator seed for each call."""
+    def run(saver):
+        pipe.to("cpu" if saver else device, dtype=dtype)
+        if saver:
+            pipe.enable_model_cpu_offload(device)
+        kwargs = {k: v.to(dtype) if isinstance(v, torch.Tensor) else v for k, v in call.items()}
+        if seed is not None:
+            kwargs["generator"] = torch.Generator().manual_seed(seed)
+        out = pipe(**kwargs, output_type="np", decode_chunk_size=1 if saver == "offload + 1 frame" else None).frames
+        pipe.to("cpu")  # also ends the offloading
+        return out
+
+    name = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
+    return [(label, lambda saver=saver: measure(lambda: run(saver), device))
+            for label, saver in ((f"vdlearn, {name}", None), (f"vdlearn, {name}, model offload", "offload"),
+                                 (f"vdlearn, {name}, model offload + 1 frame", "offload + 1 frame"))]
+
+
+def print_table(rows: list) -> None:
+    """One line per row as it finishes: peak memory, time, the largest difference from the first row's frames."""
+    print(f"{'run':<44} {'peak GPU memory':>16} {'time':>9} {'max |frames - official fp32|':>29}")
+    reference = None
+    for label, fn in rows:
+        out, peak, seconds = fn()
+        if out is None:
+            print(f"{label:<44} {'out of memory':>16}")
+            continue
+        reference = out if reference is None else reference
+        memory = f"{'n/a (CPU)':>16}" if math.isnan(peak) else f"{peak:12.2f} GiB"
+        print(f"{label:<44} {memory} {seconds:8.1f}s {float(np.abs(out - reference).max()):29.2e}", flush=True)
+
+
 def lavie_main(args, device: torch.device) -> None:
     """``--model lavie_base``: the official base pipeline (in ``--official-python``) beside vdlearn's."""
     from vdlearn.pretrained import lavie
@@ -160,12 +204,8 @@ def lavie_main(args, device: torch.device) -> None:
     guidance, seed = 7.5, 321
     pipe = random_lavie_base(args.reduced, unet_overrides=LAVIE_REDUCED["vdlearn"] if args.reduced else None)
     pipe.set_progress_bar_config(disable=True)
-    g = torch.Generator().manual_seed(123)
-    d = pipe.unet.config.context_dim
-    cond, uncond = torch.randn(1, 77, d, generator=g), torch.randn(1, 77, d, generator=g)  # the two text embeddings
-    x_T = torch.randn(1, 4, frames, height // 8, width // 8, generator=g)
-    cuda = device.type == "cuda"
-    dtypes = ["float32", "float16"] if cuda else ["float32"]  # fp16 convolutions need a GPU
+    cond, uncond, x_T = text_and_noise(pipe, frames, height, width)
+    dtypes = ["float32", "float16"] if device.type == "cuda" else ["float32"]  # fp16 convolutions need a GPU
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         unet_config = {**LAVIE_SD14_UNET, **(LAVIE_REDUCED["official"] if args.reduced else {})}
@@ -179,40 +219,18 @@ def lavie_main(args, device: torch.device) -> None:
                         str(args.official), "--inputs", tmp, "--device", str(device), "--dtypes", *dtypes], check=True)
         official = {name: torch.load(folder / f"official_{name}.pt", weights_only=True) for name in dtypes}
 
-    def run_vdlearn(dtype, saver):
-        pipe.to("cpu" if saver else device, dtype=dtype)
-        if saver:
-            pipe.enable_model_cpu_offload(device)
-        out = pipe(prompt_embeds=cond.to(dtype), negative_prompt_embeds=uncond.to(dtype), latents=x_T.to(dtype),
-                   height=height, width=width, num_frames=frames, num_inference_steps=args.steps,
-                   guidance_scale=guidance, generator=torch.Generator().manual_seed(seed), output_type="np",
-                   decode_chunk_size=1 if saver == "offload + 1 frame" else None).frames  # (b, T, H, W, 3) in [0, 1]
-        pipe.to("cpu")  # also ends the offloading
-        return out
+    def official_row(r):  # measured by the worker; uint8 frames (b, T, H, W, 3)
+        return (None if r["frames"] is None else r["frames"].float().numpy() / 255), r["peak"], r["seconds"]
 
-    half = getattr(torch, dtypes[-1])
-    name = "fp16" if cuda else "fp32"
+    rows = [(f"official, {n.replace('float', 'fp')} ({'its sample script' if n == 'float16' else 'model in fp32'})",
+             lambda r=official[n]: official_row(r)) for n in dtypes]
+    call = {"prompt_embeds": cond, "negative_prompt_embeds": uncond, "latents": x_T, "height": height, "width": width,
+            "num_frames": frames, "num_inference_steps": args.steps, "guidance_scale": guidance}
+    rows += vdlearn_rows(pipe, device, getattr(torch, dtypes[-1]), call, seed=seed)
     print(f"LaVie base ({'random weights, reduced width' if args.reduced else 'random weights'}), "
           f"{height}x{width}x{frames}, {args.steps} DDPM steps, cfg {guidance}, on {describe_device(device)}; "
           f"text encoder not included; official: its own process")
-    print(f"{'run':<44} {'peak GPU memory':>16} {'time':>9} {'max |frames - official fp32|':>29}")
-    reference = None
-    rows = [(f"official, {n.replace('float', 'fp')} ({'its sample script' if n == 'float16' else 'model in fp32'})",
-             official[n]) for n in dtypes]
-    rows += [(f"vdlearn, {name}", None), (f"vdlearn, {name}, model offload", "offload"),
-             (f"vdlearn, {name}, model offload + 1 frame", "offload + 1 frame")]
-    for label, what in rows:
-        if label.startswith("official"):
-            out, peak, seconds = what["frames"], what["peak"], what["seconds"]
-            out = None if out is None else out.float().numpy() / 255  # uint8 (b, T, H, W, 3)
-        else:
-            out, peak, seconds = measure(lambda saver=what: run_vdlearn(half, saver), device)
-        if out is None:
-            print(f"{label:<44} {'out of memory':>16}")
-            continue
-        reference = out if reference is None else reference
-        memory = f"{'n/a (CPU)':>16}" if math.isnan(peak) else f"{peak:12.2f} GiB"
-        print(f"{label:<44} {memory} {seconds:8.1f}s {float(np.abs(out - reference).max()):29.2e}", flush=True)
+    print_table(rows)
 
 
 def main() -> None:
@@ -242,53 +260,31 @@ def main() -> None:
         spec = spec.replace(**OFFICIAL_REDUCED)
     pipe = random_pipeline(spec)  # fp32, on the CPU
     pipe.set_progress_bar_config(disable=True)
-    g = torch.Generator().manual_seed(123)
-    d = pipe.unet.config.context_dim
-    cond, uncond = torch.randn(1, 77, d, generator=g), torch.randn(1, 77, d, generator=g)  # the two text embeddings
-    x_T = torch.randn(1, 4, frames, height // 8, width // 8, generator=g)
+    cond, uncond, x_T = text_and_noise(pipe, frames, height, width)
     official = official_model(args.official, pipe, args.reduced)
 
-    def run_official(dtype):
+    def official_row(dtype):
         official.to(device=device, dtype=dtype)
-        return official_sample(official, cond.to(device, dtype), uncond.to(device, dtype), x_T.to(device, dtype),
-                               args.steps, args.eta, s.guidance_scale, s.fps)
-
-    def run_vdlearn(dtype, saver):
-        pipe.to("cpu" if saver else device, dtype=dtype)
-        if saver:
-            pipe.enable_model_cpu_offload(device)
-        out = pipe(prompt_embeds=cond.to(dtype), negative_prompt_embeds=uncond.to(dtype), latents=x_T.to(dtype),
-                   height=height, width=width, num_frames=frames, num_inference_steps=args.steps, eta=args.eta,
-                   guidance_scale=s.guidance_scale, fps=s.fps, output_type="pt",
-                   decode_chunk_size=1 if saver == "offload + 1 frame" else None).frames  # (b, T, 3, H, W) in [0, 1]
-        pipe.to("cpu")  # also ends the offloading
-        return out.float().cpu()
+        out, peak, seconds = measure(lambda: official_sample(
+            official, cond.to(device, dtype), uncond.to(device, dtype), x_T.to(device, dtype), args.steps, args.eta,
+            s.guidance_scale, s.fps), device)
+        official.to("cpu")
+        if out is not None:
+            out = ((out.float().cpu() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1).numpy()  # (b, T, H, W, 3) in [0, 1]
+        return out, peak, seconds
 
     half = torch.float16 if device.type == "cuda" else torch.float32  # fp16 convolutions need a GPU
-    name = "fp16" if half == torch.float16 else "fp32"
-    rows = [("official, fp32 (its run script)", lambda: run_official(torch.float32))]
+    rows = [("official, fp32 (its run script)", lambda: official_row(torch.float32))]
     if half == torch.float16:
-        rows.append(("official, fp16 (model.half())", lambda: run_official(half)))
-    rows += [(f"vdlearn, {name}", lambda: run_vdlearn(half, None)),
-             (f"vdlearn, {name}, model offload", lambda: run_vdlearn(half, "offload")),
-             (f"vdlearn, {name}, model offload + 1 frame", lambda: run_vdlearn(half, "offload + 1 frame"))]
+        rows.append(("official, fp16 (model.half())", lambda: official_row(half)))
+    call = {"prompt_embeds": cond, "negative_prompt_embeds": uncond, "latents": x_T, "height": height, "width": width,
+            "num_frames": frames, "num_inference_steps": args.steps, "eta": args.eta,
+            "guidance_scale": s.guidance_scale, "fps": s.fps}
+    rows += vdlearn_rows(pipe, device, half, call)
     print(f"VideoCrafter2 ({'random weights, reduced width' if args.reduced else 'random weights'}), "
           f"{height}x{width}x{frames}, {args.steps} DDIM steps, eta {args.eta}, cfg {s.guidance_scale}, "
           f"on {describe_device(device)}; text encoder not included")
-    print(f"{'run':<44} {'peak GPU memory':>16} {'time':>9} {'max |frames - official fp32|':>29}")
-    reference = None
-    for label, fn in rows:
-        out, peak, seconds = measure(fn, device)
-        if out is None:
-            print(f"{label:<44} {'out of memory':>16}")
-            continue
-        if label.startswith("official"):
-            official.to("cpu")
-            out = ((out.float().cpu() + 1) / 2).clamp(0, 1).permute(0, 2, 1, 3, 4)  # (b, T, 3, H, W) in [0, 1]
-        reference = out if reference is None else reference
-        memory = f"{'n/a (CPU)':>16}" if math.isnan(peak) else f"{peak:12.2f} GiB"
-        diff = float(np.abs(out.numpy() - reference.numpy()).max())
-        print(f"{label:<44} {memory} {seconds:8.1f}s {diff:29.2e}", flush=True)
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -54,16 +54,21 @@ REDUCED = {"unet_overrides": {"model_channels": 16, "head_channels": 8, "context
                                                                  "mlp_width": 256}}
 
 
+def make_live(unet: torch.nn.Module) -> None:
+    """Give the zero-initialised output layers random weights too, so that random weights make a live network."""
+    with torch.no_grad():
+        for p in unet.parameters():
+            if p.ndim >= 2 and not p.abs().sum():
+                p.normal_(0, 0.02)
+
+
 def random_pipeline(spec, seed: int = 0) -> VideoCrafterPipeline:
     """The spec's modules with random weights (the zero-initialised output layers made live too)."""
     torch.manual_seed(seed)
     unet = VideoUNet(checkpoints.unet_config(spec))
     vae = AutoencoderKL(checkpoints.vae_config(spec))
     text = OpenCLIPTextEncoder(checkpoints.text_config(spec))
-    with torch.no_grad():
-        for p in unet.parameters():
-            if p.ndim >= 2 and not p.abs().sum():
-                p.normal_(0, 0.02)
+    make_live(unet)
     from vdlearn.diffusion import NoiseSchedule
 
     return VideoCrafterPipeline(unet, vae, text, NoiseSchedule(spec.schedule), defaults=spec.sampling,
@@ -85,10 +90,7 @@ def random_lavie_base(reduced: bool, seed: int = 0, unet_overrides: dict | None 
     vae = AutoencoderKL(VAEConfig.preset("lavie", **({"base_channels": 16, "norm_groups": 8} if reduced else {})))
     text = OpenCLIPTextEncoder(OpenCLIPTextConfig.preset(
         "clip_vit_l14", **({"width": 64, "layers": 2, "heads": 2, "mlp_width": 128} if reduced else {})))
-    with torch.no_grad():
-        for p in unet.parameters():
-            if p.ndim >= 2 and not p.abs().sum():
-                p.normal_(0, 0.02)
+    make_live(unet)
     return LaVieBasePipeline(unet, vae, text, NoiseSchedule("lavie_base"))
 
 
