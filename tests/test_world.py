@@ -127,6 +127,10 @@ def test_bad_arguments_are_explained():
         w.batch([0], split="validation")
     with pytest.raises(ValueError, match="regime"):
         w.batch([0], regime="image")
+    with pytest.raises(ValueError, match="No clip indices"):
+        w.batch([])
+    with pytest.raises(ValueError, match="non-negative"):
+        w.batch([-1])
     with pytest.raises(KeyError, match="toy32"):
         WorldConfig.preset("huge")
     with pytest.raises(ValueError, match="multiple of 8"):

@@ -208,6 +208,8 @@ class ToyWorld:
         idx = np.asarray(list(indices), dtype=np.int64)
         if idx.ndim != 1 or (idx < 0).any():
             raise ValueError("Clip indices must be non-negative integers.")
+        if len(idx) == 0:
+            raise ValueError("No clip indices given: pass at least one, e.g. range(8).")
         salt = _SPLIT_SALT[split] + (7_000_001 if image else 0)
         u = uniform(self.seed, idx + salt * 0, stream=1 + salt, n=24)  # (b, 24)
         b = len(idx)
