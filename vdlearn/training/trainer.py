@@ -313,10 +313,11 @@ class Trainer:
         for n, p in named:
             groups.setdefault(float(lr_scales.get(n, 1.0)), []).append(p)
         params = [{"params": ps, "lr_scale": scale} for scale, ps in groups.items()]
-        # the fused kernel (one pass over every tensor) where the device has one: same update, fewer launches
-        fused = self.accelerator.device.type in ("cpu", "cuda")
+        # the fused kernel (one pass over every tensor) where the device has one: same update, fewer launches;
+        # elsewhere (None) PyTorch's default implementation
+        fused = True if self.accelerator.device.type in ("cpu", "cuda") else None
         opt = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay,
-                                fused=fused or None)
+                                fused=fused)
         self.model, self.optimizer = self.accelerator.prepare(model, opt)
         self.ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
         self.step = 0
