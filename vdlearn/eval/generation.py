@@ -77,9 +77,10 @@ def fps_response(model, fps_values=(4, 8, 16), n: int = 64, *, guidance_scale: f
     and rendered by the world at the same rates. The tracker measures each clip's median
     displacement per frame (pixels at the 32-pixel scale). In the world a caption's speed is
     fixed in pixels per *second*, so the displacement per frame falls as ``1 / fps``: a
-    slope of -1 for ``log(px per frame)`` against ``log(fps)``. Through the tracker, which
-    reads half-pixel steps (slowly at 16 fps) as larger, real clips measure about -0.6; a
-    model that ignores fps measures 0. Returns per-fps medians and both slopes::
+    slope of -1 for ``log(px per frame)`` against ``log(fps)``. Through the tracker real clips
+    measure about -0.9 (the median step length of a centroid that wobbles by a fraction of a
+    pixel reads half-pixel steps a little long); a model that ignores fps measures 0. Returns
+    per-fps medians and both slopes::
 
         {"fps": [4, 8, 16], "model_px_per_frame": [...], "data_px_per_frame": [...],
          "model_slope": ..., "data_slope": ...}

@@ -2,9 +2,13 @@
 
 No learning here, so nothing to fool. In each frame the background is estimated row
 by row (the median of each row: the object covers less than half of any row), and the
-foreground is what differs from it. Anything that does not move (a watermark, a
-logo, a frozen object) is removed by subtracting the foreground's minimum over time.
-The object's centroid over time gives:
+foreground is what differs from it by more than half the clip's strongest difference.
+The low-quality regime's watermark is fainter than that, so it never enters the
+foreground. Nothing is subtracted over time: a slow object overlaps itself in every frame
+(half a pixel per frame at 16 fps), and removing what every frame shares would remove its
+core and leave edges that move faster than the object (data/t2v/README.md, "The tracker
+and slow clips at 16 fps"). A frozen object keeps its mass and centroid, so it reads as
+not moving. The object's centroid over time gives:
 
 * **direction**: the dominant axis and sign of the median step over the first
   ``t/4 + 2`` steps (before the object can reach a wall); ``"none"`` when the object
@@ -57,8 +61,7 @@ def foreground(video: torch.Tensor, floor: float = 0.12) -> torch.Tensor:
     dist = dist[:, 0].unflatten(0, video.shape[:1] + video.shape[2:3])  # (b, t, h, w)
     peak = dist.flatten(1).quantile(0.995, dim=1).view(-1, 1, 1, 1)
     threshold = (0.5 * peak).clamp_min(floor)
-    fg = ((dist - threshold) / threshold).clamp(0, 1)
-    return fg - fg.min(dim=1, keepdim=True).values  # remove what never moves
+    return ((dist - threshold) / threshold).clamp(0, 1)  # (b, t, h, w)
 
 
 def track(
