@@ -16,6 +16,7 @@ Usage::
     python benchmarks/bench_unet.py                     # toy size, CPU or the first GPU
     python benchmarks/bench_unet.py --device cpu --threads 2 --steps 10
     python benchmarks/bench_unet.py --batch 4 --frames 16 --size 16 --width 64
+    python benchmarks/bench_unet.py --precision bf16    # both under bf16 autocast
 
 (The attention head split differs: diffusers' UNet3D uses ``attention_head_dim`` as the
 number of spatial heads and as the temporal head width; the parameter count and the work
@@ -67,13 +68,14 @@ def build(which: str, width: int, device: torch.device) -> torch.nn.Module:
     return model.to(device)
 
 
-def make_step(which, model, opt, x, t, ctx):
+def make_step(which, model, opt, x, t, ctx, precision="fp32"):
     def step():
-        if which == "vdlearn":
-            out = model(x, t, ctx)
-        else:
-            out = model(x, t, encoder_hidden_states=ctx, return_dict=False)[0]
-        loss = torch.nn.functional.mse_loss(out, x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            if which == "vdlearn":
+                out = model(x, t, ctx)
+            else:
+                out = model(x, t, encoder_hidden_states=ctx, return_dict=False)[0]
+        loss = torch.nn.functional.mse_loss(out.float(), x)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -114,7 +116,7 @@ def rss_child(args) -> None:
     model = build(args.child, args.width, device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x, t, ctx = inputs(args, device, vdlearn_config(args.width))
-    step = make_step(args.child, model, opt, x, t, ctx)
+    step = make_step(args.child, model, opt, x, t, ctx, args.precision)
     base = _proc_status_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
     for _ in range(3):
@@ -134,6 +136,8 @@ def main() -> None:
     p.add_argument("--width", type=int, default=32, help="model_channels (toy: 32)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per model")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="bf16: both models under bf16 autocast (vdlearn's attention product stays fp32 on a CPU)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -151,7 +155,7 @@ def main() -> None:
         models[name] = build(name, args.width, device)
         params[name] = sum(p.numel() for p in models[name].parameters())
         opt = torch.optim.AdamW(models[name].parameters(), lr=1e-4)
-        steps[name] = make_step(name, models[name], opt, x, t, ctx)
+        steps[name] = make_step(name, models[name], opt, x, t, ctx, args.precision)
     if params["vdlearn"] != params["diffusers"]:
         raise SystemExit(f"Parameter counts differ ({params}): the configs are not matched.")
 
@@ -177,7 +181,7 @@ def main() -> None:
     if device.type != "cuda":
         for name in names:
             cmd = [sys.executable, __file__, "--child", name] + [
-                f"--{k}={getattr(args, k)}" for k in ("threads", "batch", "frames", "size", "tokens", "width")
+                f"--{k}={getattr(args, k)}" for k in ("threads", "batch", "frames", "size", "tokens", "width", "precision")
             ]
             env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
             out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
@@ -190,7 +194,7 @@ def main() -> None:
     print(f"input: batch {args.batch} x {cfg.in_channels} ch x {args.frames} frames x {args.size}x{args.size}, "
           f"context {args.tokens} x {cfg.context_dim}; width {args.width}, mult {cfg.channel_mult}, "
           f"{cfg.num_res_blocks} res block/level; {params['vdlearn'] / 1e6:.2f}M parameters each; "
-          f"median of {args.steps} steps")
+          f"{args.precision}; median of {args.steps} steps")
     print()
     print(f"| {'model':<30} | {'step (s)':>9} | {'clips/s':>8} | {'CPU s/step':>10} | {'peak mem (MiB)':>14} |")
     print(f"|{'-' * 32}|{'-' * 11}|{'-' * 10}|{'-' * 12}|{'-' * 16}|")

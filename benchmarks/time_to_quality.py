@@ -52,13 +52,15 @@ def main(argv=None) -> int:
     p.add_argument("--image-timesteps", default=T2VTrainConfig.image_timesteps, choices=("clip", "own"),
                    help="appended images share their clip's timestep, or draw their own")
     p.add_argument("--ema-decay", type=float, default=T2VTrainConfig.ema_decay)
+    p.add_argument("--mixed-precision", default=T2VTrainConfig.mixed_precision,
+                   help="auto (bf16 on GPUs that support it, fp32 on a CPU), bf16 (also on a CPU) or no")
     p.add_argument("--out", default="runs/time_to_quality")
     a = p.parse_args(argv)
 
     cfg = T2VTrainConfig(preset=a.preset, steps=a.max_steps, batch_size=a.batch_size, lr=a.lr, warmup=a.warmup,
                          cache_clips=a.cache_clips, images_per_clip=a.images_per_clip, ema_decay=a.ema_decay,
                          high_noise_share=a.high_noise_share, high_noise_from=a.high_noise_from,
-                         image_timesteps=a.image_timesteps,
+                         image_timesteps=a.image_timesteps, mixed_precision=a.mixed_precision,
                          eval_every=a.eval_every, eval_every_n=a.eval_n, target=a.target, eval_n=0)
     out = Path(a.out)
     if (out / "checkpoint.safetensors").exists():

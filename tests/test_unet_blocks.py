@@ -265,3 +265,29 @@ def test_attention_probs_match_forward():
     torch.testing.assert_close(p.sum(-1), torch.ones(3, 2, 6))
     v = heads_of(attn.to_v(x), 2)
     torch.testing.assert_close(attn.to_out((p @ v).transpose(1, 2).flatten(2)), attn(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("position", ["none", "rope_bias"])
+def test_attention_under_cpu_bf16_autocast_runs_its_product_in_fp32(position, monkeypatch):
+    """Under bf16 autocast on a CPU the attention product runs in fp32 (the CPU bf16 flash backward is
+    several times slower); the result is the fp32 one rounded to bf16, and gradients flow."""
+    import vdlearn.models.unet.attention as attention_module
+
+    seen = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        seen.append(q.dtype)
+        return real(q, k, v, **kw)
+
+    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", spy)
+    attn = randomize(Attention(32, 24 if position == "none" else None, 2, 16, position=position)).train()
+    x = torch.randn(3, 6, 32, requires_grad=True)
+    context = torch.randn(3, 5, 24) if position == "none" else None
+    reference = attn(x, context)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attn(x, context)
+    assert out.dtype == torch.bfloat16 and seen == [torch.float32, torch.float32]
+    torch.testing.assert_close(out.float(), reference, rtol=0.05, atol=0.05)
+    out.float().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
