@@ -205,6 +205,10 @@ def test_shipped_model_json_records_its_provenance():
     ev = meta["metrics"]["eval"]
     assert ev["settings"]["n"] == 256
     assert ev["train_combinations"]["adherence"]["n"] == ev["heldout_combinations"]["adherence"]["n"] == 256
+    # measured again through the fixed tracker (data/t2v/README.md): the command, and the figures it replaced
+    again = meta["metrics"]["remeasured"]
+    assert again["command"].startswith("vdlearn eval --checkpoint data/t2v/toy.safetensors")
+    assert again["before"]["train_combinations"]["adherence"]["n"] == 256
 
 
 def test_the_layout_model_follows_the_direction():

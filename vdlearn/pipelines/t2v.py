@@ -111,7 +111,8 @@ class T2VConfig:
 #: own); ``toy_layout_fps``: ``toy_vc2_fps`` plus the caption layout (vdlearn's own), trained from scratch;
 #: ``toy_layout_fpscond``: the same with a caption layout that also reads the fps (vdlearn's own);
 #: ``toy_layout_fpscond_attn4``: the same with spatial and temporal transformers at the 4 x 4 level only,
-#: none at the full 8 x 8 latent (a 28% cheaper training step; data/t2v/README.md, "Attention at 4 x 4 only").
+#: none at the full 8 x 8 latent (a 28% cheaper training step that learns far less per step; data/t2v/README.md,
+#: "Experiments: more images, a cheaper step, bf16").
 T2V_PRESETS: dict[str, T2VConfig] = {
     "toy": T2VConfig(),
     "toy_vc1": T2VConfig(name="toy_vc1", unet_overrides={"temporal_conv": False, "temporal_position": "relative"}),
