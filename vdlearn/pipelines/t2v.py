@@ -141,8 +141,9 @@ T2V_PRESETS["toy_layout_fps"] = T2VConfig(name="toy_layout_fps", unet_overrides=
     "temporal_conv_dropout": 0.0, "caption_layout": (8, 8, 8)}, **_FPS_WORLD)
 T2V_PRESETS["toy_layout_fpscond"] = T2VConfig(name="toy_layout_fpscond", unet_overrides={
     "temporal_conv_dropout": 0.0, "caption_layout": (8, 8, 8), "caption_layout_fps_dim": 32}, **_FPS_WORLD)
-T2V_PRESETS["toy_layout_fpscond_attn4"] = T2VConfig(name="toy_layout_fpscond_attn4", unet_overrides={
-    **T2V_PRESETS["toy_layout_fpscond"].unet_overrides, "attention_levels": (1,)}, **_FPS_WORLD)
+T2V_PRESETS["toy_layout_fpscond_attn4"] = dataclasses.replace(
+    T2V_PRESETS["toy_layout_fpscond"], name="toy_layout_fpscond_attn4",
+    unet_overrides={**T2V_PRESETS["toy_layout_fpscond"].unet_overrides, "attention_levels": (1,)})
 T2V_PRESETS["toy_rope"] = T2VConfig(name="toy_rope", unet_overrides={"temporal_position": "rope_bias", "rotary_dim": 16,
                                                                     "temporal_conv_dropout": 0.0}, **_FPS_WORLD)
 
