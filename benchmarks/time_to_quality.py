@@ -51,6 +51,9 @@ def main(argv=None) -> int:
     p.add_argument("--high-noise-from", type=int, default=T2VTrainConfig.high_noise_from)
     p.add_argument("--image-timesteps", default=T2VTrainConfig.image_timesteps, choices=("clip", "own"),
                    help="appended images share their clip's timestep, or draw their own")
+    p.add_argument("--image-t-from", type=int, default=T2VTrainConfig.image_t_from,
+                   help="with --image-timesteps own: the images' timesteps come from [from, to)")
+    p.add_argument("--image-t-to", type=int, default=T2VTrainConfig.image_t_to, help="(0: the top of the ladder)")
     p.add_argument("--ema-decay", type=float, default=T2VTrainConfig.ema_decay)
     p.add_argument("--mixed-precision", default=T2VTrainConfig.mixed_precision,
                    help="auto (bf16 on GPUs that support it, fp32 on a CPU), bf16 (also on a CPU) or no")
@@ -60,7 +63,8 @@ def main(argv=None) -> int:
     cfg = T2VTrainConfig(preset=a.preset, steps=a.max_steps, batch_size=a.batch_size, lr=a.lr, warmup=a.warmup,
                          cache_clips=a.cache_clips, images_per_clip=a.images_per_clip, ema_decay=a.ema_decay,
                          high_noise_share=a.high_noise_share, high_noise_from=a.high_noise_from,
-                         image_timesteps=a.image_timesteps, mixed_precision=a.mixed_precision,
+                         image_timesteps=a.image_timesteps, image_t_from=a.image_t_from, image_t_to=a.image_t_to,
+                         mixed_precision=a.mixed_precision,
                          eval_every=a.eval_every, eval_every_n=a.eval_n, target=a.target, eval_n=0)
     out = Path(a.out)
     if (out / "checkpoint.safetensors").exists():

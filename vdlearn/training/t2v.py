@@ -94,6 +94,8 @@ class T2VTrainConfig:
     image_timesteps: str = "clip"  # "clip": the images share their clip's timestep; "own": each image draws its
     #                                own, uniformly, as it would as a sample of its own (the high-noise share then
     #                                applies to the videos only)
+    image_t_from: int = 0  # with image_timesteps "own": the images' timesteps are drawn from [image_t_from,
+    image_t_to: int = 0  # image_t_to) (0: the top of the ladder); the videos keep theirs
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -141,7 +143,7 @@ def latent_cache(model: TextToVideo, cfg: T2VTrainConfig, out: Path | None, prog
 
 
 def check_batch_settings(high_noise_share: float, high_noise_from: int, images_per_clip: int, image_timesteps: str,
-                         num_train_timesteps: int = 1000) -> None:
+                         num_train_timesteps: int = 1000, image_t_from: int = 0, image_t_to: int = 0) -> None:
     """Refuse batch settings that make no sense (an :class:`InputError` naming the flag), before any work."""
     if not 0.0 <= high_noise_share <= 1.0:
         raise InputError(f"high_noise_share (--high-noise-share) must be in [0, 1], got {high_noise_share}.")
@@ -153,6 +155,13 @@ def check_batch_settings(high_noise_share: float, high_noise_from: int, images_p
     if image_timesteps not in ("clip", "own"):
         raise InputError(f"image_timesteps (--image-timesteps) must be 'clip' (an image shares its clip's timestep) "
                          f"or 'own' (each image draws its own), got {image_timesteps!r}.")
+    top = image_t_to or num_train_timesteps
+    if not 0 <= image_t_from < top <= num_train_timesteps:
+        raise InputError(f"image_t_from, image_t_to (--image-t-from, --image-t-to) must give a range of timesteps "
+                         f"0 <= from < to <= {num_train_timesteps} (to 0: {num_train_timesteps}), "
+                         f"got {image_t_from}, {image_t_to}.")
+    if (image_t_from or image_t_to) and image_timesteps != "own":
+        raise InputError("--image-t-from / --image-t-to set the images' own timesteps: give --image-timesteps own.")
 
 
 class T2VTask:
@@ -160,10 +169,12 @@ class T2VTask:
 
     def __init__(self, model: TextToVideo, cache: dict, batch_size: int, cond_drop: float = 0.1,
                  high_noise_share: float = 0.0, high_noise_from: int = 850, images_per_clip: int = 0,
-                 image_timesteps: str = "clip"):
-        check_batch_settings(high_noise_share, high_noise_from, images_per_clip, image_timesteps,
-                             model.schedule.num_train_timesteps)
+                 image_timesteps: str = "clip", image_t_from: int = 0, image_t_to: int = 0):
+        n_steps = model.schedule.num_train_timesteps
+        check_batch_settings(high_noise_share, high_noise_from, images_per_clip, image_timesteps, n_steps,
+                             image_t_from, image_t_to)
         self.image_timesteps = image_timesteps
+        self.image_range = (image_t_from, image_t_to or n_steps)
         self.images_per_clip = images_per_clip
         self.high_noise = (round(batch_size * high_noise_share), high_noise_from)
         self.schedule = model.schedule
@@ -194,7 +205,7 @@ class T2VTask:
             image_tokens[drop] = self.empty
             tokens = torch.cat([tokens[:, None].expand(-1, frames, -1), image_tokens], dim=1)  # (b, t + k, L)
             if self.image_timesteps == "own":  # every image is noised as a sample of its own: one step per frame
-                own = sample_timesteps(b * k, self.schedule, generator=generator).reshape(b, k)  # (b, k)
+                own = torch.randint(*self.image_range, (b, k), generator=generator)  # (b, k) uniform on the range
                 t = torch.cat([t[:, None].expand(-1, frames), own], dim=1)  # (b, t + k)
         noise = torch.randn(x0.shape, generator=generator)
         return {"x0": x0, "tokens": tokens, "fps": self.fps[idx], "t": t, "noise": noise}
@@ -278,7 +289,8 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
     for name in ("batch_size", "cache_clips"):
         if getattr(cfg, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: give at least 1.")
-    check_batch_settings(cfg.high_noise_share, cfg.high_noise_from, cfg.images_per_clip, cfg.image_timesteps)
+    check_batch_settings(cfg.high_noise_share, cfg.high_noise_from, cfg.images_per_clip, cfg.image_timesteps,
+                         image_t_from=cfg.image_t_from, image_t_to=cfg.image_t_to)
     if resume and not (out / "checkpoint.safetensors").exists():
         raise FileNotFoundError(f"--resume: no checkpoint at {out / 'checkpoint.safetensors'}; start without --resume.")
     lock_folder(out)  # a folder in use by a live run is refused before any work
@@ -290,7 +302,7 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
     cache = latent_cache(model, cfg, out, progress)
     cache_seconds = time.time() - t_cache
     task = T2VTask(model, cache, cfg.batch_size, cfg.cond_drop, cfg.high_noise_share, cfg.high_noise_from,
-                   cfg.images_per_clip, cfg.image_timesteps)
+                   cfg.images_per_clip, cfg.image_timesteps, cfg.image_t_from, cfg.image_t_to)
     prompts = ["a red 3 moving left quickly", "a blue circle moving up slowly", "a green 7 moving right quickly",
                "a white square moving down slowly"]
 
