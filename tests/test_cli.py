@@ -70,6 +70,11 @@ def test_train_then_sample_then_eval_a_tiny_text_to_video_model(tmp_path):
     assert len(files) == 2 and "the judges see" in said, (files, said)
     report = run("eval", "--checkpoint", ckpt, "--n", "4", "--steps", "2", "--no-references").stdout
     assert "train: generated" in report and "heldout: generated" in report
+    # --temporal-decoder: the same latents through the video decoder, so the same prompts and other pictures
+    frame, video = (json.loads(run("eval", "--checkpoint", ckpt, "--n", "4", "--steps", "2", "--no-references",
+                                   "--json", *flag).stdout)["train_combinations"] for flag in ([], ["--temporal-decoder"]))
+    assert frame["adherence"]["n"] == video["adherence"]["n"] == 4
+    assert frame["temporal"]["flicker"] != video["temporal"]["flicker"]
     words = run("eval", "--checkpoint", ckpt, "--words", "--n", "4").stdout
     assert "direction" in words and "empty prompt" in words and "%" in words, words
     ladder = run("eval", "--checkpoint", ckpt, "--ladder", "--n", "4", "--steps", "5").stdout  # 999, 799, ..., 199

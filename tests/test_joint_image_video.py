@@ -122,3 +122,22 @@ def test_images_with_their_own_timesteps_are_denoised_as_samples_of_their_own():
     assert torch.isfinite(own.loss(model, b))
     with pytest.raises(ValueError, match="image-timesteps"):
         T2VTask(model, cache, batch_size=4, images_per_clip=2, image_timesteps="each")
+
+
+def test_images_own_timesteps_can_be_drawn_from_a_range_of_the_ladder():
+    """``image_t_from`` / ``image_t_to``: the images' own steps lie in the range, the videos' are unchanged."""
+    torch.manual_seed(0)
+    model = TextToVideo.from_preset("tiny").eval()
+    cache = _cache(model)
+    whole = T2VTask(model, cache, batch_size=8, images_per_clip=4, high_noise_share=0.5, image_timesteps="own")
+    ranged = T2VTask(model, cache, batch_size=8, images_per_clip=4, high_noise_share=0.5, image_timesteps="own",
+                     image_t_from=200, image_t_to=900)
+    b, ref = ranged.batch(0, torch.Generator().manual_seed(3)), whole.batch(0, torch.Generator().manual_seed(3))
+    frames = cache["latents"].shape[2]
+    assert torch.equal(b["t"][:, :frames], ref["t"][:, :frames]) and torch.equal(b["x0"], ref["x0"])
+    images = b["t"][:, frames:]  # (8, 4)
+    assert images.min() >= 200 and images.max() < 900 and not torch.equal(images, ref["t"][:, frames:])
+    with pytest.raises(ValueError, match="image-t-from"):
+        T2VTask(model, cache, batch_size=4, images_per_clip=2, image_timesteps="own", image_t_from=900, image_t_to=200)
+    with pytest.raises(ValueError, match="image-timesteps own"):
+        T2VTask(model, cache, batch_size=4, images_per_clip=2, image_t_from=200)

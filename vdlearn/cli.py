@@ -217,6 +217,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     _check_generation_args(args, 1)
     model = _load_t2v(args.checkpoint)
+    if args.temporal_decoder:  # VideoGen's video decoder (data/vae/toy32_temporal) on the same latents
+        from vdlearn.models.vae import load_toy_vae
+
+        model.set_vae(load_toy_vae(model.config.vae, temporal=True))
     if args.words:
         from vdlearn.eval.word_probe import format_sensitivity, word_sensitivity
 
@@ -320,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead of generating from noise, noise N real clips to t = 200 ... 999 and let the model "
                         "finish them (SDEdit): the noise levels where adherence and jerk break away from the real "
                         "clips' are the ones a recipe must train better (vdlearn.eval.generation.ladder_probe)")
+    e.add_argument("--temporal-decoder", action="store_true",
+                   help="decode with the autoencoder's video decoder (VideoGen's, data/vae/toy32_temporal) instead "
+                        "of frame by frame: the same latents, decoded with temporal layers")
     e.add_argument("--json", action="store_true", help="print the full report as json")
     e.set_defaults(func=cmd_eval)
 
