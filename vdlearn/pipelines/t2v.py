@@ -112,7 +112,8 @@ class T2VConfig:
 #: ``toy_layout_fpscond``: the same with a caption layout that also reads the fps (vdlearn's own);
 #: ``toy_layout_fpscond_attn4``: the same with spatial and temporal transformers at the 4 x 4 level only,
 #: none at the full 8 x 8 latent (a 28% cheaper training step that learns far less per step; data/t2v/README.md,
-#: "Experiments: more images, a cheaper step, bf16").
+#: "Experiments: more images, a cheaper step, bf16"); ``toy_layout_fpscond_w16``: the same at half the width
+#: (16/32/64 channels, 2.0M parameters; the capacity probe of data/t2v/README.md, "Experiments: half the width").
 T2V_PRESETS: dict[str, T2VConfig] = {
     "toy": T2VConfig(),
     "toy_vc1": T2VConfig(name="toy_vc1", unet_overrides={"temporal_conv": False, "temporal_position": "relative"}),
@@ -144,6 +145,9 @@ T2V_PRESETS["toy_layout_fpscond"] = T2VConfig(name="toy_layout_fpscond", unet_ov
 T2V_PRESETS["toy_layout_fpscond_attn4"] = dataclasses.replace(
     T2V_PRESETS["toy_layout_fpscond"], name="toy_layout_fpscond_attn4",
     unet_overrides={**T2V_PRESETS["toy_layout_fpscond"].unet_overrides, "attention_levels": (1,)})
+T2V_PRESETS["toy_layout_fpscond_w16"] = dataclasses.replace(
+    T2V_PRESETS["toy_layout_fpscond"], name="toy_layout_fpscond_w16",
+    unet_overrides={**T2V_PRESETS["toy_layout_fpscond"].unet_overrides, "model_channels": 16})
 T2V_PRESETS["toy_rope"] = T2VConfig(name="toy_rope", unet_overrides={"temporal_position": "rope_bias", "rotary_dim": 16,
                                                                     "temporal_conv_dropout": 0.0}, **_FPS_WORLD)
 
