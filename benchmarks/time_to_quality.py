@@ -55,6 +55,11 @@ def main(argv=None) -> int:
                    help="with --image-timesteps own: the images' timesteps come from [from, to)")
     p.add_argument("--image-t-to", type=int, default=T2VTrainConfig.image_t_to, help="(0: the top of the ladder)")
     p.add_argument("--ema-decay", type=float, default=T2VTrainConfig.ema_decay)
+    p.add_argument("--min-lr-ratio", type=float, default=T2VTrainConfig.min_lr_ratio,
+                   help="final learning rate as a share of the peak (1: constant after the warm-up)")
+    p.add_argument("--adam-beta2", type=float, default=T2VTrainConfig.adam_beta2)
+    p.add_argument("--min-snr-gamma", type=float, default=T2VTrainConfig.min_snr_gamma,
+                   help="Min-SNR-gamma loss weighting (0: off)")
     p.add_argument("--mixed-precision", default=T2VTrainConfig.mixed_precision,
                    help="auto (bf16 on GPUs that support it, fp32 on a CPU), bf16 (also on a CPU) or no")
     p.add_argument("--out", default="runs/time_to_quality")
@@ -64,7 +69,8 @@ def main(argv=None) -> int:
                          cache_clips=a.cache_clips, images_per_clip=a.images_per_clip, ema_decay=a.ema_decay,
                          high_noise_share=a.high_noise_share, high_noise_from=a.high_noise_from,
                          image_timesteps=a.image_timesteps, image_t_from=a.image_t_from, image_t_to=a.image_t_to,
-                         mixed_precision=a.mixed_precision,
+                         mixed_precision=a.mixed_precision, min_lr_ratio=a.min_lr_ratio, adam_beta2=a.adam_beta2,
+                         min_snr_gamma=a.min_snr_gamma,
                          eval_every=a.eval_every, eval_every_n=a.eval_n, target=a.target, eval_n=0)
     out = Path(a.out)
     if (out / "checkpoint.safetensors").exists():

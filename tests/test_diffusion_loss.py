@@ -52,6 +52,21 @@ def test_loss_value_and_weights_by_hand():
     torch.testing.assert_close(weighted, (noise.pow(2).flatten(1).mean(1) * w).mean())
 
 
+def test_per_frame_weights_weight_each_frame_by_hand():
+    """A joint image-video batch has a timestep per frame; Min-SNR weights then come one per frame."""
+    schedule = NoiseSchedule("toy")
+    g = torch.Generator().manual_seed(2)
+    x0, noise = torch.randn(2, 4, 3, 4, 4, generator=g), torch.randn(2, 4, 3, 4, 4, generator=g)
+    t = torch.tensor([[5, 5, 700], [300, 300, 999]])  # (b, frames): a clip of two frames plus one image
+    zero = lambda x, t, **c: torch.zeros_like(x)
+    w = min_snr_weights(schedule, t, 5.0)  # (2, 3)
+    out = diffusion_loss(zero, x0, schedule, t=t, noise=noise, weights=w, return_details=True)
+    per_frame = out.target.pow(2).mean(dim=(1, 3, 4))  # (b, frames)
+    torch.testing.assert_close(out.per_sample, (per_frame * w).mean(dim=1))
+    assert not torch.allclose(out.per_sample, per_frame.mean(dim=1) * w.mean(dim=1))  # the weights are per frame
+    with pytest.raises(ValueError, match="one per frame"):
+        diffusion_loss(zero, x0, schedule, t=t, noise=noise, weights=torch.ones(2, 2))
+
 def test_min_snr_weights():
     s = NoiseSchedule("toy")
     t = torch.tensor([1, 100, 500, 990])

@@ -15,8 +15,8 @@ where the target is $\epsilon$ (epsilon-prediction), $v = \sqrt{\bar\alpha_t}\ep
 says. For video, the squared error is averaged over channels, frames and pixels, so
 one video counts as one sample whatever its length.
 
-Optional per-sample ``weights`` (shape ``(b,)``) multiply each sample's loss before
-the batch mean, e.g. :func:`min_snr_weights` (Hang et al. 2023, "Efficient Diffusion
+Optional per-sample ``weights`` (shape ``(b,)``; ``(b, frames)`` when every frame has a
+timestep of its own) multiply each sample's (or frame's) loss before the batch mean, e.g. :func:`min_snr_weights` (Hang et al. 2023, "Efficient Diffusion
 Training via Min-SNR Weighting Strategy"): in $x_0$ units every step is weighted by
 $\min(\mathrm{SNR}_t, \gamma)$, so easy low-noise steps stop dominating the gradient.
 """
@@ -117,11 +117,17 @@ def diffusion_loss(
             f"a denoiser must return a tensor shaped like its input."
         )
     # $\| \text{target} - f_\theta(x_t, t) \|^2$, averaged over everything but the batch
-    per_sample = (prediction.float() - target.float()).pow(2).flatten(1).mean(dim=1)  # (b,)
-    if weights is not None:
-        if weights.shape != (b,):
-            raise ValueError(f"weights must have shape ({b},), one per sample, got {tuple(weights.shape)}.")
-        per_sample = per_sample * weights.to(per_sample)
+    err = (prediction.float() - target.float()).pow(2)  # (b, ...)
+    if weights is not None and per_frame and weights.shape == t.shape:  # one weight per frame, as its timestep
+        per_sample = (err.mean(dim=(1, 3, 4)) * weights.to(err)).mean(dim=1)  # (b, frames) -> (b,)
+    else:
+        per_sample = err.flatten(1).mean(dim=1)  # (b,)
+        if weights is not None:
+            if weights.shape != (b,):
+                raise ValueError(f"weights must have shape ({b},), one per sample"
+                                 + (f", or {tuple(t.shape)}, one per frame" if per_frame else "")
+                                 + f"; got {tuple(weights.shape)}.")
+            per_sample = per_sample * weights.to(per_sample)
     loss = per_sample.mean()
     if return_details:
         return LossOutput(loss, per_sample, t, x_t, target, prediction)

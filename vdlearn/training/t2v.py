@@ -15,7 +15,8 @@ The recipe is VideoCrafter1's (sec. 3.2, 4.1) at toy scale:
    (LaVie sec. 3.4) K single frames of other clips, each with its own caption, are appended to
    every clip; ``--image-timesteps own`` noises each of them at a step of its own, as if it were a
    sample of its own, so that ``--high-noise-share`` moves only the videos to the top of the ladder.
-3. **The loss** is the v-prediction MSE of :func:`vdlearn.diffusion.diffusion_loss`; the
+3. **The loss** is the v-prediction MSE of :func:`vdlearn.diffusion.diffusion_loss` (with
+   ``--min-snr-gamma`` each frame weighted by :func:`vdlearn.diffusion.min_snr_weights`); the
    text encoder and the U-Net train together (the toy text encoder is learned, not frozen
    CLIP: see :mod:`vdlearn.models.text`).
 4. **At the end** the EMA weights are written to ``OUT/t2v.safetensors`` with a json
@@ -40,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from vdlearn.diffusion import diffusion_loss, sample_timesteps
+from vdlearn.diffusion import diffusion_loss, min_snr_weights, sample_timesteps
 from vdlearn.io import (
     InputError,
     artifact_meta,
@@ -96,6 +97,9 @@ class T2VTrainConfig:
     #                                applies to the videos only)
     image_t_from: int = 0  # with image_timesteps "own": the images' timesteps are drawn from [image_t_from,
     image_t_to: int = 0  # image_t_to) (0: the top of the ladder); the videos keep theirs
+    min_snr_gamma: float = 0.0  # Min-SNR-gamma loss weighting (Hang et al. 2023; 5 in the paper): every frame's
+    #                            loss is weighted by min(SNR, gamma) / (SNR + 1) for its timestep (0: off)
+    adam_beta2: float = 0.999  # AdamW's second-moment decay
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -143,8 +147,11 @@ def latent_cache(model: TextToVideo, cfg: T2VTrainConfig, out: Path | None, prog
 
 
 def check_batch_settings(high_noise_share: float, high_noise_from: int, images_per_clip: int, image_timesteps: str,
-                         num_train_timesteps: int = 1000, image_t_from: int = 0, image_t_to: int = 0) -> None:
+                         num_train_timesteps: int = 1000, image_t_from: int = 0, image_t_to: int = 0,
+                         min_snr_gamma: float = 0.0) -> None:
     """Refuse batch settings that make no sense (an :class:`InputError` naming the flag), before any work."""
+    if not (min_snr_gamma >= 0 and min_snr_gamma < float("inf")):
+        raise InputError(f"min_snr_gamma (--min-snr-gamma) must be 0 (off) or a positive number, got {min_snr_gamma}.")
     if not 0.0 <= high_noise_share <= 1.0:
         raise InputError(f"high_noise_share (--high-noise-share) must be in [0, 1], got {high_noise_share}.")
     if not 0 <= high_noise_from < num_train_timesteps:
@@ -169,10 +176,12 @@ class T2VTask:
 
     def __init__(self, model: TextToVideo, cache: dict, batch_size: int, cond_drop: float = 0.1,
                  high_noise_share: float = 0.0, high_noise_from: int = 850, images_per_clip: int = 0,
-                 image_timesteps: str = "clip", image_t_from: int = 0, image_t_to: int = 0):
+                 image_timesteps: str = "clip", image_t_from: int = 0, image_t_to: int = 0,
+                 min_snr_gamma: float = 0.0):
         n_steps = model.schedule.num_train_timesteps
         check_batch_settings(high_noise_share, high_noise_from, images_per_clip, image_timesteps, n_steps,
-                             image_t_from, image_t_to)
+                             image_t_from, image_t_to, min_snr_gamma)
+        self.min_snr_gamma = min_snr_gamma
         self.image_timesteps = image_timesteps
         self.image_range = (image_t_from, image_t_to or n_steps)
         self.images_per_clip = images_per_clip
@@ -218,8 +227,10 @@ class T2VTask:
                 return model(x, t, num_images=self.images_per_clip, **c)
         else:
             denoiser = model
+        t = batch["t"].to(dev)  # (b,) or (b, frames)
+        weights = min_snr_weights(self.schedule, t, self.min_snr_gamma) if self.min_snr_gamma else None
         return diffusion_loss(denoiser, batch["x0"].to(dev), self.schedule, cond=cond,
-                              t=batch["t"].to(dev), noise=batch["noise"].to(dev))
+                              t=t, noise=batch["noise"].to(dev), weights=weights)
 
 
 # ============================================================================= run
@@ -284,13 +295,15 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
     tcfg = check_trainer_config(TrainerConfig(
         steps=cfg.steps, lr=cfg.lr, warmup=cfg.warmup, min_lr_ratio=cfg.min_lr_ratio, grad_clip=cfg.grad_clip,
         ema_decay=cfg.ema_decay, mixed_precision=cfg.mixed_precision, ckpt_every=cfg.ckpt_every,
-        sample_every=cfg.sample_every, seed=cfg.seed, device=cfg.device, log_every=10,
+        sample_every=cfg.sample_every, seed=cfg.seed, device=cfg.device, log_every=10, betas=(0.9, cfg.adam_beta2),
     ))  # bad settings are refused before the latent cache is built
     for name in ("batch_size", "cache_clips"):
         if getattr(cfg, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: give at least 1.")
     check_batch_settings(cfg.high_noise_share, cfg.high_noise_from, cfg.images_per_clip, cfg.image_timesteps,
-                         image_t_from=cfg.image_t_from, image_t_to=cfg.image_t_to)
+                         image_t_from=cfg.image_t_from, image_t_to=cfg.image_t_to, min_snr_gamma=cfg.min_snr_gamma)
+    if not 0 < cfg.adam_beta2 < 1:
+        raise InputError(f"--adam-beta2 {cfg.adam_beta2}: give a value in (0, 1).")
     if resume and not (out / "checkpoint.safetensors").exists():
         raise FileNotFoundError(f"--resume: no checkpoint at {out / 'checkpoint.safetensors'}; start without --resume.")
     lock_folder(out)  # a folder in use by a live run is refused before any work
@@ -302,7 +315,7 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
     cache = latent_cache(model, cfg, out, progress)
     cache_seconds = time.time() - t_cache
     task = T2VTask(model, cache, cfg.batch_size, cfg.cond_drop, cfg.high_noise_share, cfg.high_noise_from,
-                   cfg.images_per_clip, cfg.image_timesteps, cfg.image_t_from, cfg.image_t_to)
+                   cfg.images_per_clip, cfg.image_timesteps, cfg.image_t_from, cfg.image_t_to, cfg.min_snr_gamma)
     prompts = ["a red 3 moving left quickly", "a blue circle moving up slowly", "a green 7 moving right quickly",
                "a white square moving down slowly"]
 
