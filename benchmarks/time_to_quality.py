@@ -60,6 +60,8 @@ def main(argv=None) -> int:
     p.add_argument("--adam-beta2", type=float, default=T2VTrainConfig.adam_beta2)
     p.add_argument("--min-snr-gamma", type=float, default=T2VTrainConfig.min_snr_gamma,
                    help="Min-SNR-gamma loss weighting (0: off)")
+    p.add_argument("--loss-norm-bins", type=int, default=T2VTrainConfig.loss_norm_bins,
+                   help="weight each frame by 1 / (running mean loss of its timestep bin) in this many bins (0: off)")
     p.add_argument("--mixed-precision", default=T2VTrainConfig.mixed_precision,
                    help="auto (bf16 on GPUs that support it, fp32 on a CPU), bf16 (also on a CPU) or no")
     p.add_argument("--out", default="runs/time_to_quality")
@@ -70,7 +72,7 @@ def main(argv=None) -> int:
                          high_noise_share=a.high_noise_share, high_noise_from=a.high_noise_from,
                          image_timesteps=a.image_timesteps, image_t_from=a.image_t_from, image_t_to=a.image_t_to,
                          mixed_precision=a.mixed_precision, min_lr_ratio=a.min_lr_ratio, adam_beta2=a.adam_beta2,
-                         min_snr_gamma=a.min_snr_gamma,
+                         min_snr_gamma=a.min_snr_gamma, loss_norm_bins=a.loss_norm_bins,
                          eval_every=a.eval_every, eval_every_n=a.eval_n, target=a.target, eval_n=0)
     out = Path(a.out)
     if (out / "checkpoint.safetensors").exists():

@@ -199,6 +199,8 @@ def test_bad_loop_settings_are_refused_before_training(tmp_path):
     (["--image-timesteps", "each"], ["--image-timesteps", "'clip'", "'own'"]),
     (["--image-timesteps", "own", "--image-t-from", "900", "--image-t-to", "200"], ["--image-t-from", "0 <= from < to"]),
     (["--images-per-clip", "2", "--image-t-from", "200"], ["--image-timesteps own"]),
+    (["--loss-norm-bins", "2000"], ["--loss-norm-bins", "up to 1000"]),
+    (["--loss-norm-bins", "20", "--min-snr-gamma", "5"], ["--loss-norm-bins", "--min-snr-gamma", "one of them"]),
 ])
 def test_t2v_training_refuses_bad_settings_before_the_latent_cache(capsys, tmp_path, args, words):
     err = fails(capsys, "train", "t2v", "--preset", "tiny", *args, "--out", str(tmp_path), "--quiet")

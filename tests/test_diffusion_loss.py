@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vdlearn.diffusion import NoiseSchedule, diffusion_loss, min_snr_weights, q_sample
+from vdlearn.diffusion import NoiseSchedule, TimestepLossNormalizer, diffusion_loss, min_snr_weights, q_sample
 from vdlearn.models.unet import VideoUNet
 
 
@@ -74,6 +74,27 @@ def test_min_snr_weights():
     torch.testing.assert_close(min_snr_weights(s, t, 5.0), snr.clamp(max=5) / (snr + 1))
     torch.testing.assert_close(min_snr_weights(s, t, 5.0, "epsilon"), snr.clamp(max=5) / snr)
     assert float(min_snr_weights(s, torch.tensor([999]), 5.0, "sample")) < 1e-3
+
+
+def test_timestep_loss_normalizer_by_hand():
+    """Running means per bin of timesteps; the weights are their mean over the bins divided by each."""
+    norm = TimestepLossNormalizer(1000, bins=4, decay=0.5)  # bins [0, 250), [250, 500), [500, 750), [750, 1000)
+    t = torch.tensor([[10, 10, 900], [300, 300, 999]])  # (b, frames)
+    torch.testing.assert_close(norm.weights(t), torch.ones(2, 3))  # nothing seen yet: every weight is 1
+    norm.update(t, torch.tensor([[0.1, 0.3, 1.0], [0.4, 0.4, 3.0]]))
+    mean = torch.tensor([0.2, 0.4, 0.0, 2.0], dtype=torch.float64)  # first sight: the step's mean per bin
+    torch.testing.assert_close(norm.mean, mean)
+    norm.update(torch.tensor([5, 800]), torch.tensor([0.6, 1.0]))  # then 0.5 * old + 0.5 * new
+    mean = torch.tensor([0.4, 0.4, 0.0, 1.5], dtype=torch.float64)
+    torch.testing.assert_close(norm.mean, mean)
+    seen_mean = (0.4 + 0.4 + 1.5) / 3
+    w = norm.weights(torch.tensor([0, 260, 600, 999]))
+    torch.testing.assert_close(w, torch.tensor([seen_mean / 0.4, seen_mean / 0.4, 1.0, seen_mean / 1.5]))
+    fresh = TimestepLossNormalizer(1000, bins=4, decay=0.5)
+    fresh.load_state_dict(norm.state_dict())
+    torch.testing.assert_close(fresh.weights(t), norm.weights(t))
+    with pytest.raises(ValueError, match="bins"):
+        TimestepLossNormalizer(1000, bins=8).load_state_dict(norm.state_dict())
 
 
 def test_loss_is_reproducible_with_a_generator_and_checks_inputs():

@@ -131,9 +131,11 @@ def test_task_draws_everything_from_the_generator_and_drops_captions(tiny):
     assert loss.ndim == 0 and torch.isfinite(loss)
 
 
-def test_interrupted_training_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("loss_norm_bins", [0, 10])
+def test_interrupted_training_resumes_exactly(tmp_path, loss_norm_bins):
+    """With --loss-norm-bins the running means travel in the checkpoint too, so the resumed run is still exact."""
     cfg = T2VTrainConfig(preset="tiny", steps=4, batch_size=2, cache_clips=8, eval_n=0, ckpt_every=2,
-                         device="cpu", mixed_precision="no")
+                         device="cpu", mixed_precision="no", loss_norm_bins=loss_norm_bins)
     full = train(cfg, tmp_path / "full", progress=False)
     assert train(cfg, tmp_path / "cut", stop_at=2, progress=False) == {"stopped_at": 2}
     resumed = train(cfg, tmp_path / "cut", resume=True, progress=False)
@@ -147,6 +149,8 @@ def test_interrupted_training_resumes_exactly(tmp_path):
     for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(v, w), k
     assert "vdlearn train t2v --preset tiny --steps 4" in full["command"]
+    state = load_checkpoint(tmp_path / "cut" / "checkpoint.safetensors")[0]
+    assert ("task.mean" in state) == bool(loss_norm_bins)
 
 
 def test_training_state_is_not_mistaken_for_a_model(tmp_path):

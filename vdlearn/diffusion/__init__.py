@@ -43,6 +43,7 @@ from vdlearn.diffusion.loop import (
 from vdlearn.diffusion.losses import (
     LossOutput,
     diffusion_loss,
+    TimestepLossNormalizer,
     min_snr_weights,
     sample_timesteps,
 )
@@ -102,6 +103,7 @@ __all__ = [
     "make_generator",
     "make_scale_arr",
     "make_timesteps",
+    "TimestepLossNormalizer",
     "min_snr_weights",
     "predict_x0_and_eps",
     "previous_timesteps",

@@ -74,6 +74,62 @@ def min_snr_weights(
     raise ValueError(f"Unknown prediction_type {kind!r}; expected 'epsilon', 'v_prediction' or 'sample'.")
 
 
+class TimestepLossNormalizer:
+    r"""Weights that let every part of the noise ladder pull equally: $w_t = \bar L / L_t$, from running means.
+
+    The loss of a v-prediction model is ten times larger near the top of the ladder than in the
+    middle (``data/t2v/README.md``, "Which words it uses"), so the top's large and mostly
+    irreducible errors dominate the gradient. EDM2 (Karras et al. 2024, "Analyzing and Improving
+    the Training Dynamics of Diffusion Models") learns an uncertainty $u(\sigma)$ with the loss
+    $L/e^{u} + u$ (after Kendall et al. 2018), whose optimum $e^{u} = \mathbb E[L \mid \sigma]$
+    weights each noise level by the inverse of its expected loss. vdlearn's own shortcut: that
+    expectation is a running mean per bin of timesteps instead of a learned network;
+    $\bar L$ (the mean over the bins) keeps the weighted loss on the unweighted one's scale.
+    Bins not seen yet weigh 1. ``state_dict`` / ``load_state_dict`` keep a resumed run exact.
+    Used by ``vdlearn train t2v --loss-norm-bins`` (notebook 05).
+    """
+
+    def __init__(self, num_train_timesteps: int, bins: int = 20, decay: float = 0.99):
+        if not 1 <= bins <= num_train_timesteps:
+            raise ValueError(f"bins must be between 1 and {num_train_timesteps}, got {bins}.")
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}.")
+        self.num_train_timesteps, self.bins, self.decay = num_train_timesteps, bins, decay
+        self.mean = torch.zeros(bins, dtype=torch.float64)  # (bins,) running mean loss; 0 where not seen
+        self.seen = torch.zeros(bins, dtype=torch.bool)  # (bins,)
+
+    def bin(self, t: torch.Tensor) -> torch.Tensor:
+        """The bin of every timestep, shaped like ``t``."""
+        return (t.long().cpu() * self.bins) // self.num_train_timesteps
+
+    def weights(self, t: torch.Tensor) -> torch.Tensor:
+        """One weight per entry of ``t`` (``(b,)`` or ``(b, frames)``), float32 on ``t``'s device."""
+        w = torch.ones(self.bins, dtype=torch.float64)
+        if self.seen.any():
+            w[self.seen] = self.mean[self.seen].mean() / self.mean[self.seen]
+        return w[self.bin(t)].float().to(t.device)
+
+    def update(self, t: torch.Tensor, losses: torch.Tensor) -> None:
+        """Fold this step's unweighted losses (shaped like ``t``) into the running means."""
+        b = self.bin(t).flatten()
+        x = losses.detach().double().cpu().flatten()
+        total = torch.zeros(self.bins, dtype=torch.float64).index_add_(0, b, x)
+        count = torch.zeros(self.bins, dtype=torch.float64).index_add_(0, b, torch.ones_like(x))
+        hit = count > 0
+        step_mean = total[hit] / count[hit]
+        first = hit & ~self.seen
+        self.mean[hit] = torch.where(first[hit], step_mean, self.decay * self.mean[hit] + (1 - self.decay) * step_mean)
+        self.seen |= hit
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean.clone(), "seen": self.seen.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if state["mean"].shape != (self.bins,):
+            raise ValueError(f"The saved loss normaliser has {state['mean'].shape[0]} bins; this run has {self.bins}.")
+        self.mean, self.seen = state["mean"].double().clone(), state["seen"].bool().clone()
+
+
 def diffusion_loss(
     model: Denoiser,
     x0: torch.Tensor,

@@ -16,7 +16,8 @@ The recipe is VideoCrafter1's (sec. 3.2, 4.1) at toy scale:
    every clip; ``--image-timesteps own`` noises each of them at a step of its own, as if it were a
    sample of its own, so that ``--high-noise-share`` moves only the videos to the top of the ladder.
 3. **The loss** is the v-prediction MSE of :func:`vdlearn.diffusion.diffusion_loss` (with
-   ``--min-snr-gamma`` each frame weighted by :func:`vdlearn.diffusion.min_snr_weights`); the
+   ``--min-snr-gamma`` each frame weighted by :func:`vdlearn.diffusion.min_snr_weights`, with
+   ``--loss-norm-bins`` by :class:`vdlearn.diffusion.TimestepLossNormalizer`); the
    text encoder and the U-Net train together (the toy text encoder is learned, not frozen
    CLIP: see :mod:`vdlearn.models.text`).
 4. **At the end** the EMA weights are written to ``OUT/t2v.safetensors`` with a json
@@ -41,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from vdlearn.diffusion import diffusion_loss, min_snr_weights, sample_timesteps
+from vdlearn.diffusion import TimestepLossNormalizer, diffusion_loss, min_snr_weights, sample_timesteps
 from vdlearn.io import (
     InputError,
     artifact_meta,
@@ -100,6 +101,8 @@ class T2VTrainConfig:
     min_snr_gamma: float = 0.0  # Min-SNR-gamma loss weighting (Hang et al. 2023; 5 in the paper): every frame's
     #                            loss is weighted by min(SNR, gamma) / (SNR + 1) for its timestep (0: off)
     adam_beta2: float = 0.999  # AdamW's second-moment decay
+    loss_norm_bins: int = 0  # weight every frame's loss by 1 / (running mean loss of its timestep bin), in this many
+    #                          bins of the ladder (EDM2's weighting, estimated by running means: vdlearn's own; 0: off)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -148,10 +151,15 @@ def latent_cache(model: TextToVideo, cfg: T2VTrainConfig, out: Path | None, prog
 
 def check_batch_settings(high_noise_share: float, high_noise_from: int, images_per_clip: int, image_timesteps: str,
                          num_train_timesteps: int = 1000, image_t_from: int = 0, image_t_to: int = 0,
-                         min_snr_gamma: float = 0.0) -> None:
+                         min_snr_gamma: float = 0.0, loss_norm_bins: int = 0) -> None:
     """Refuse batch settings that make no sense (an :class:`InputError` naming the flag), before any work."""
     if not (min_snr_gamma >= 0 and min_snr_gamma < float("inf")):
         raise InputError(f"min_snr_gamma (--min-snr-gamma) must be 0 (off) or a positive number, got {min_snr_gamma}.")
+    if not 0 <= loss_norm_bins <= num_train_timesteps:
+        raise InputError(f"loss_norm_bins (--loss-norm-bins) must be 0 (off) or a number of bins up to "
+                         f"{num_train_timesteps}, got {loss_norm_bins}.")
+    if loss_norm_bins and min_snr_gamma:
+        raise InputError("--loss-norm-bins and --min-snr-gamma are two loss weightings: give one of them.")
     if not 0.0 <= high_noise_share <= 1.0:
         raise InputError(f"high_noise_share (--high-noise-share) must be in [0, 1], got {high_noise_share}.")
     if not 0 <= high_noise_from < num_train_timesteps:
@@ -177,11 +185,12 @@ class T2VTask:
     def __init__(self, model: TextToVideo, cache: dict, batch_size: int, cond_drop: float = 0.1,
                  high_noise_share: float = 0.0, high_noise_from: int = 850, images_per_clip: int = 0,
                  image_timesteps: str = "clip", image_t_from: int = 0, image_t_to: int = 0,
-                 min_snr_gamma: float = 0.0):
+                 min_snr_gamma: float = 0.0, loss_norm_bins: int = 0):
         n_steps = model.schedule.num_train_timesteps
         check_batch_settings(high_noise_share, high_noise_from, images_per_clip, image_timesteps, n_steps,
-                             image_t_from, image_t_to, min_snr_gamma)
+                             image_t_from, image_t_to, min_snr_gamma, loss_norm_bins)
         self.min_snr_gamma = min_snr_gamma
+        self.loss_norm = TimestepLossNormalizer(n_steps, loss_norm_bins) if loss_norm_bins else None
         self.image_timesteps = image_timesteps
         self.image_range = (image_t_from, image_t_to or n_steps)
         self.images_per_clip = images_per_clip
@@ -229,8 +238,22 @@ class T2VTask:
             denoiser = model
         t = batch["t"].to(dev)  # (b,) or (b, frames)
         weights = min_snr_weights(self.schedule, t, self.min_snr_gamma) if self.min_snr_gamma else None
-        return diffusion_loss(denoiser, batch["x0"].to(dev), self.schedule, cond=cond,
-                              t=t, noise=batch["noise"].to(dev), weights=weights)
+        if self.loss_norm is None:
+            return diffusion_loss(denoiser, batch["x0"].to(dev), self.schedule, cond=cond,
+                                  t=t, noise=batch["noise"].to(dev), weights=weights)
+        out = diffusion_loss(denoiser, batch["x0"].to(dev), self.schedule, cond=cond, t=t,
+                             noise=batch["noise"].to(dev), weights=self.loss_norm.weights(t), return_details=True)
+        err = (out.prediction.detach().float() - out.target.float()).pow(2)  # (b, c, frames, h, w)
+        self.loss_norm.update(t, err.mean(dim=(1, 3, 4)) if t.ndim == 2 else err.flatten(1).mean(dim=1))
+        return out.loss
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """What a resumed run needs besides the weights: the loss normaliser's running means (if on)."""
+        return self.loss_norm.state_dict() if self.loss_norm is not None else {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if self.loss_norm is not None:
+            self.loss_norm.load_state_dict(state)
 
 
 # ============================================================================= run
@@ -301,7 +324,8 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
         if getattr(cfg, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: give at least 1.")
     check_batch_settings(cfg.high_noise_share, cfg.high_noise_from, cfg.images_per_clip, cfg.image_timesteps,
-                         image_t_from=cfg.image_t_from, image_t_to=cfg.image_t_to, min_snr_gamma=cfg.min_snr_gamma)
+                         image_t_from=cfg.image_t_from, image_t_to=cfg.image_t_to, min_snr_gamma=cfg.min_snr_gamma,
+                         loss_norm_bins=cfg.loss_norm_bins)
     if not 0 < cfg.adam_beta2 < 1:
         raise InputError(f"--adam-beta2 {cfg.adam_beta2}: give a value in (0, 1).")
     if resume and not (out / "checkpoint.safetensors").exists():
@@ -315,7 +339,8 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
     cache = latent_cache(model, cfg, out, progress)
     cache_seconds = time.time() - t_cache
     task = T2VTask(model, cache, cfg.batch_size, cfg.cond_drop, cfg.high_noise_share, cfg.high_noise_from,
-                   cfg.images_per_clip, cfg.image_timesteps, cfg.image_t_from, cfg.image_t_to, cfg.min_snr_gamma)
+                   cfg.images_per_clip, cfg.image_timesteps, cfg.image_t_from, cfg.image_t_to, cfg.min_snr_gamma,
+                   cfg.loss_norm_bins)
     prompts = ["a red 3 moving left quickly", "a blue circle moving up slowly", "a green 7 moving right quickly",
                "a white square moving down slowly"]
 

@@ -346,6 +346,8 @@ class Trainer:
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         if self.ema is not None:
             tensors.update({f"ema.{k}": v for k, v in self.ema.shadow.items()})
+        task_state = self.task.state_dict() if hasattr(self.task, "state_dict") else {}
+        tensors.update({f"task.{k}": v for k, v in task_state.items()})  # e.g. a loss weighting's running means
         opt_tensors, opt_meta = _flatten_optimizer(self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer)
         tensors.update(opt_tensors)
         meta = {"kind": "training_state", "step": self.step, "config": asdict(self.config), "optimizer": opt_meta,
@@ -368,6 +370,12 @@ class Trainer:
                                 "training checkpoint")
         if self.ema is not None:
             self.ema.shadow = {k[4:]: v.to(device) for k, v in tensors.items() if k.startswith("ema.")}
+        task_state = {k[5:]: v for k, v in tensors.items() if k.startswith("task.")}
+        if task_state or hasattr(self.task, "load_state_dict"):
+            if not hasattr(self.task, "load_state_dict"):
+                raise InputError(f"{path} holds a task state ({sorted(task_state)[:3]}) this task cannot take.")
+            if task_state:
+                self.task.load_state_dict(task_state)
         opt = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
         _restore_optimizer(opt, {k: v.to(device) for k, v in tensors.items() if k.startswith("optim.")}, meta["optimizer"])
         self.step = int(meta["step"])
