@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from vdlearn.diffusion import NoiseSchedule, TimestepLossNormalizer, diffusion_loss, min_snr_weights, q_sample
+from vdlearn.diffusion import (
+    NoiseSchedule,
+    TimestepLossNormalizer,
+    diffusion_loss,
+    min_snr_weights,
+    q_sample,
+)
 from vdlearn.models.unet import VideoUNet
 
 

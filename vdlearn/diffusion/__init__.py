@@ -42,8 +42,8 @@ from vdlearn.diffusion.loop import (
 )
 from vdlearn.diffusion.losses import (
     LossOutput,
-    diffusion_loss,
     TimestepLossNormalizer,
+    diffusion_loss,
     min_snr_weights,
     sample_timesteps,
 )
@@ -88,6 +88,7 @@ __all__ = [
     "SamplerConfig",
     "ScheduleConfig",
     "StepOutput",
+    "TimestepLossNormalizer",
     "TrajectoryRecorder",
     "combine_guidance",
     "concat_cond",
@@ -103,7 +104,6 @@ __all__ = [
     "make_generator",
     "make_scale_arr",
     "make_timesteps",
-    "TimestepLossNormalizer",
     "min_snr_weights",
     "predict_x0_and_eps",
     "previous_timesteps",

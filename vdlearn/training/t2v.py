@@ -42,7 +42,12 @@ from pathlib import Path
 
 import torch
 
-from vdlearn.diffusion import TimestepLossNormalizer, diffusion_loss, min_snr_weights, sample_timesteps
+from vdlearn.diffusion import (
+    TimestepLossNormalizer,
+    diffusion_loss,
+    min_snr_weights,
+    sample_timesteps,
+)
 from vdlearn.io import (
     InputError,
     artifact_meta,
