@@ -18,7 +18,9 @@ one video counts as one sample whatever its length.
 Optional per-sample ``weights`` (shape ``(b,)``; ``(b, frames)`` when every frame has a
 timestep of its own) multiply each sample's (or frame's) loss before the batch mean, e.g. :func:`min_snr_weights` (Hang et al. 2023, "Efficient Diffusion
 Training via Min-SNR Weighting Strategy"): in $x_0$ units every step is weighted by
-$\min(\mathrm{SNR}_t, \gamma)$, so easy low-noise steps stop dominating the gradient.
+$\min(\mathrm{SNR}_t, \gamma)$, so easy low-noise steps stop dominating the gradient, or
+:class:`TimestepLossNormalizer`, whose weights come from the loss itself: one over its running mean
+at each part of the ladder, so that every part pulls about equally (EDM2's weighting; notebook 05).
 """
 
 from __future__ import annotations
