@@ -79,6 +79,11 @@ def test_train_then_sample_then_eval_a_tiny_text_to_video_model(tmp_path):
     assert "direction" in words and "empty prompt" in words and "%" in words, words
     ladder = run("eval", "--checkpoint", ckpt, "--ladder", "--n", "4", "--steps", "5").stdout  # 999, 799, ..., 199
     assert "finished from 999" in ladder and "real" in ladder and "jerk" in ladder, ladder
+    fps = json.loads(run("eval", "--checkpoint", ckpt, "--fps-response", "--n", "4", "--steps", "2", "--json").stdout)
+    assert fps["fps"] == [4, 8, 16] and len(fps["model_px_per_frame"]) == len(fps["data_px_per_frame"]) == 3
+    assert fps["data_slope"] < -0.5, fps  # real clips move fewer pixels per frame at a higher frame rate
+    said = run("eval", "--checkpoint", ckpt, "--fps-response", "--n", "4", "--steps", "2").stdout
+    assert "slope of log px/frame" in said and "data" in said, said
     bad = run("sample", "--checkpoint", ckpt, "--prompt", "a red 3 moving sideways", check=False)
     assert bad.returncode != 0 and "sideways" in bad.stderr and "vocabulary" in bad.stderr
     wrong = run("eval", "--checkpoint", str(out / "checkpoint.safetensors"), "--n", "2", check=False)

@@ -77,7 +77,7 @@ def test_the_shipped_model_uses_its_content_words():
     +102%, empty prompt +52%. Over noise seeds 0-2 the figures move by at most 0.25, 0.03, 0.18
     and 0.03: each threshold is the measured figure minus about twice that spread.
     """
-    result = word_sensitivity(TextToVideo.load_shipped(), n=32, timesteps=(700,), noise_draws=1)
+    result = word_sensitivity(TextToVideo.load_shipped("toy"), n=32, timesteps=(700,), noise_draws=1)
     rise = {k: v[0] for k, v in result["increase"].items()}
     assert rise["colour"] > 2.0 and rise["object"] > 0.45 and rise["speed"] > 0.7 and rise["empty prompt"] > 0.45
 
@@ -182,6 +182,6 @@ def test_at_t_990_the_toy_schedule_keeps_almost_nothing_of_the_clip():
 def test_the_shipped_models_first_guess_follows_the_colour():
     """Measured with 16 draws: red vs blue differ by 0.375 in the model's first guess (0.364-0.375 over
     draw seeds 0-3, 0.371 with 64 draws; 0.45 in the data)."""
-    model = TextToVideo.load_shipped()
+    model = TextToVideo.load_shipped("toy")
     guess = first_guess(model, [LEFT, "a blue 3 moving left quickly"], draws=16)
     assert relative_gap(guess[0], guess[1]) > 0.33

@@ -63,7 +63,7 @@ def _check_generation_args(args: argparse.Namespace, count: int) -> None:
     check_seed(args.seed, count, "--seed")
     fps = getattr(args, "fps", None)
     _need(fps is None or 1 <= fps <= 50, f"--fps {fps}: give a frame rate from 1 to 50 (a gif cannot play faster); "
-                                         f"the shipped toy model was trained at 8.")
+                                         f"the base model was trained at 4, 8 and 16.")
 
 
 def _slug(text: str) -> str:
@@ -172,8 +172,8 @@ def _load_t2v(checkpoint: str | None):
     if checkpoint:
         checkpoint = checkpoint_path(checkpoint, "--checkpoint")
         model = TextToVideo.load(checkpoint)
-    else:  # the shipped base model of the course (data/t2v/README.md)
-        model = TextToVideo.load_shipped("toy")
+    else:  # the course's base model, BASE_MODEL (data/t2v/README.md)
+        model = TextToVideo.load_shipped()
     return model.to(_device(None))
 
 
@@ -232,6 +232,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         rows = ladder_probe(model, n=args.n, guidance_scale=args.guidance, num_steps=args.steps, seed=args.seed)
         print(json.dumps(rows, indent=2) if args.json else format_ladder(rows))
+        return 0
+    if args.fps_response:
+        from vdlearn.eval.generation import fps_response
+
+        rows = fps_response(model, n=args.n, guidance_scale=args.guidance, num_steps=args.steps, seed=args.seed)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print("fps   model px/frame   data px/frame")
+            for f, m, d in zip(rows["fps"], rows["model_px_per_frame"], rows["data_px_per_frame"]):
+                print(f"{f:3d}   {m:14.2f}   {d:13.2f}")
+            print(f"slope of log px/frame against log fps: model {rows['model_slope']:.2f}, "
+                  f"data {rows['data_slope']:.2f} (-1: the world's own units; 0: the fps is ignored)")
         return 0
     report = evaluate_t2v(model, n=args.n, guidance_scale=args.guidance, num_steps=args.steps, seed=args.seed,
                           references=not args.no_references, progress=not args.json)
@@ -294,16 +307,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="generate videos from prompts with a text-to-video model",
                        description="Generate videos from prompts with a trained text-to-video model (default: the "
-                                   "shipped data/t2v/toy.safetensors) and print what the judges see in each.")
+                                   "course's base model, data/t2v/toy_layout_fpscond.safetensors) and print what the judges see in each.")
     s.add_argument("--prompt", action="append", required=True,
                    help="a toy caption, e.g. 'a red 3 moving left quickly' (repeat for several)")
-    s.add_argument("--checkpoint", default=None, help="a t2v.safetensors from `vdlearn train t2v` (default: the shipped base model data/t2v/toy.safetensors, preset toy: VideoCrafter2's layout, trained at 8 fps; data/t2v/README.md)")
+    s.add_argument("--checkpoint", default=None, help="a t2v.safetensors from `vdlearn train t2v` (default: the course's base model data/t2v/toy_layout_fpscond.safetensors: VideoCrafter2's temporal layers plus vdlearn's own fps-aware caption layout, trained from scratch at 4, 8 and 16 fps; data/t2v/README.md)")
     s.add_argument("--out", default="sample.mp4", help="output file, .mp4 (gif when no ffmpeg) or .gif")
     s.add_argument("--n", type=int, default=1, help="videos per prompt (seeds seed, seed+1, ...)")
     s.add_argument("--seed", type=int, default=0, help="noise seed: the same seed and prompt give the same video")
     s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
     s.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the model's, 50)")
-    s.add_argument("--fps", type=int, default=None, help="frame rate to condition on (default: the model's, 8; the shipped toy model was trained at 8 fps only)")
+    s.add_argument("--fps", type=int, default=None, help="frame rate to condition on (default: the model's, 8; the base model was trained at 4, 8 and 16 fps)")
     s.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling of the written file (default 4)")
     s.set_defaults(func=cmd_sample)
 
@@ -311,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Generate clips for prompts with training and held-out attribute combinations and "
                                    "print prompt adherence, picture quality, flicker and Frechet distances to clean "
                                    "and to low-quality real clips, beside the same figures for real clips.")
-    e.add_argument("--checkpoint", default=None, help="a t2v.safetensors from `vdlearn train t2v` (default: the shipped base model data/t2v/toy.safetensors, preset toy: VideoCrafter2's layout, trained at 8 fps; data/t2v/README.md)")
+    e.add_argument("--checkpoint", default=None, help="a t2v.safetensors from `vdlearn train t2v` (default: the course's base model data/t2v/toy_layout_fpscond.safetensors: VideoCrafter2's temporal layers plus vdlearn's own fps-aware caption layout, trained from scratch at 4, 8 and 16 fps; data/t2v/README.md)")
     e.add_argument("--n", type=int, default=256, help="prompts per set (default 256)")
     e.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
     e.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
@@ -324,6 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead of generating from noise, noise N real clips to t = 200 ... 999 and let the model "
                         "finish them (SDEdit): the noise levels where adherence and jerk break away from the real "
                         "clips' are the ones a recipe must train better (vdlearn.eval.generation.ladder_probe)")
+    e.add_argument("--fps-response", action="store_true",
+                   help="instead of the report, generate N test captions at 4, 8 and 16 fps and compare the "
+                        "displacement per frame with the world's (VideoCrafter1's fps conditioning; "
+                        "vdlearn.eval.generation.fps_response)")
     e.add_argument("--temporal-decoder", action="store_true",
                    help="decode with the autoencoder's video decoder (VideoGen's, data/vae/toy32_temporal) instead "
                         "of frame by frame: the same latents, decoded with temporal layers")

@@ -15,10 +15,17 @@ from vdlearn.pipelines.lavie import (
     LaVieInterpolationPipeline,
     LaVieVSRPipeline,
 )
-from vdlearn.pipelines.t2v import T2V_PRESETS, T2VConfig, TextToVideo, shipped_t2v_path
+from vdlearn.pipelines.t2v import (
+    BASE_MODEL,
+    T2V_PRESETS,
+    T2VConfig,
+    TextToVideo,
+    shipped_t2v_path,
+)
 from vdlearn.pipelines.video_io import export_to_video
 from vdlearn.pipelines.videocrafter import VideoCrafterPipeline, VideoPipelineOutput
 
-__all__ = ["T2V_PRESETS", "LaVieBasePipeline", "LaVieCascade", "LaVieInterpolationPipeline", "LaVieVSRPipeline",
+__all__ = ["BASE_MODEL", "T2V_PRESETS", "LaVieBasePipeline", "LaVieCascade", "LaVieInterpolationPipeline",
+           "LaVieVSRPipeline",
            "T2VConfig", "TextToVideo", "VideoCrafterPipeline", "VideoPipelineOutput", "export_to_video",
            "shipped_t2v_path"]

@@ -13,7 +13,7 @@ The trainable part is :class:`TextToVideo` (text encoder + U-Net, one ``nn.Modul
 one optimizer and, under ``accelerate``, one DDP wrapper). The VAE stays outside its
 ``state_dict``: it is frozen, shipped separately in ``data/vae`` and named in the config.
 
-    >>> pipe = TextToVideo.load_shipped()                            # data/t2v/toy.safetensors
+    >>> pipe = TextToVideo.load_shipped()     # the course's base model, data/t2v/toy_layout_fpscond.safetensors
     >>> video = pipe.generate(["a red 3 moving left quickly"], seed=0)  # (1, 3, 8, 32, 32) in [-1, 1]
 
 Trained by :mod:`vdlearn.training.t2v` (``vdlearn train t2v``); measured by
@@ -150,6 +150,13 @@ T2V_PRESETS["toy_layout_fpscond_w16"] = dataclasses.replace(
     unet_overrides={**T2V_PRESETS["toy_layout_fpscond"].unet_overrides, "model_channels": 16})
 T2V_PRESETS["toy_rope"] = T2VConfig(name="toy_rope", unet_overrides={"temporal_position": "rope_bias", "rotary_dim": 16,
                                                                     "temporal_conv_dropout": 0.0}, **_FPS_WORLD)
+
+
+#: The course's base text-to-video model (notebook 05, section 10; data/t2v/README.md): the ``toy_layout_fpscond``
+#: architecture (VideoCrafter2's temporal layers plus vdlearn's own fps-aware caption layout), trained from
+#: scratch on clips at 4, 8 and 16 fps with LaVie's joint image-video batches. What ``vdlearn sample``,
+#: ``vdlearn eval`` and ``TextToVideo.load_shipped()`` use when no checkpoint is named.
+BASE_MODEL = "toy_layout_fpscond"
 
 
 class TextToVideo(nn.Module):
@@ -361,19 +368,26 @@ class TextToVideo(nn.Module):
         return model.to(device).eval()
 
     @classmethod
-    def load_shipped(cls, name: str = "toy", device: str | torch.device = "cpu") -> TextToVideo:
-        """The toy model shipped in ``data/t2v/<name>.safetensors``."""
+    def load_shipped(cls, name: str = BASE_MODEL, device: str | torch.device = "cpu") -> TextToVideo:
+        """A model shipped in ``data/t2v/<name>.safetensors``; by default the course's base model.
+
+        ``TextToVideo.load_shipped()`` is the call every later notebook starts from: :data:`BASE_MODEL`,
+        trained from scratch with the command in its json (``pipe.meta["command"]``). ``"toy"`` is the
+        model whose missing direction notebook 05 investigates.
+        """
         path = shipped_t2v_path(name)
         if not path.exists():
+            shipped = sorted(p.stem for p in path.parent.glob("*.safetensors"))
             raise FileNotFoundError(
-                f"No shipped text-to-video model at {path}. Train one with `vdlearn train t2v --preset {name} "
-                f"--out runs/t2v` and load runs/t2v/t2v.safetensors, or set $VDLEARN_DATA to the folder holding t2v/."
+                f"No shipped text-to-video model at {path} (shipped there: {', '.join(shipped) or 'none'}). "
+                f"data/t2v/README.md gives the command that trains {name!r}; load its OUT/t2v.safetensors with "
+                f"TextToVideo.load, or set $VDLEARN_DATA to the folder holding t2v/."
             )
         return cls.load(path, device)
 
 
-def shipped_t2v_path(name: str = "toy") -> Path:
+def shipped_t2v_path(name: str = BASE_MODEL) -> Path:
     return data_dir() / "t2v" / f"{name}.safetensors"
 
 
-__all__ = ["CHECKPOINT_KIND", "T2V_PRESETS", "T2VConfig", "TextToVideo", "shipped_t2v_path"]
+__all__ = ["BASE_MODEL", "CHECKPOINT_KIND", "T2V_PRESETS", "T2VConfig", "TextToVideo", "shipped_t2v_path"]

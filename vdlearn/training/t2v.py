@@ -364,7 +364,6 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
     curve_path = out / "adherence.csv"
     if not resume and curve_path.exists():
         curve_path.unlink()
-    t0 = time.time()
     reached = None
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     while trainer.step < end:
@@ -377,7 +376,8 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
             ema = trainer.ema_model().eval()
             ema.set_vae(model.vae)
             adh = quick_adherence(ema, cfg.eval_every_n, cfg.eval_steps)
-            row = {"step": trainer.step, "train_seconds": round(t_eval - t0 - _eval_total(curve_path), 1),
+            # the trainer's own clock: optimisation time over every resumed part of the run, evaluations excluded
+            row = {"step": trainer.step, "train_seconds": round(trainer.seconds, 1),
                    "joint": adh["joint"], **{k: adh[k] for k in ("object", "colour", "direction", "speed")},
                    "eval_seconds": round(time.time() - t_eval, 1)}
             append_csv_row(curve_path, row)
@@ -388,7 +388,7 @@ def train(cfg: T2VTrainConfig, out: str | Path, resume: bool = False, stop_at: i
                 reached = row
         if cfg.target and _any_process(trainer, reached is not None):  # every process stops together
             break
-    train_seconds = time.time() - t0 - _eval_total(curve_path)
+    train_seconds = trainer.seconds  # every resumed part of the run, evaluations excluded
     if stop_at is not None and trainer.step < cfg.steps and reached is None:
         trainer.save()
         return {"stopped_at": trainer.step}
@@ -427,14 +427,6 @@ def _any_process(trainer: Trainer, flag: bool) -> bool:
         return flag
     votes = trainer.accelerator.gather(torch.tensor([float(flag)], device=trainer.accelerator.device))
     return bool(votes.max() > 0)
-
-
-def _eval_total(path: Path) -> float:
-    import csv
-
-    if not path.exists():
-        return 0.0
-    return sum(float(r["eval_seconds"]) for r in csv.DictReader(path.open()))
 
 
 # ============================================================================== CLI
