@@ -234,17 +234,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2) if args.json else format_ladder(rows))
         return 0
     if args.fps_response:
-        from vdlearn.eval.generation import fps_response
+        from vdlearn.eval.generation import format_fps_response, fps_response
 
         rows = fps_response(model, n=args.n, guidance_scale=args.guidance, num_steps=args.steps, seed=args.seed)
-        if args.json:
-            print(json.dumps(rows, indent=2))
-        else:
-            print("fps   model px/frame   data px/frame")
-            for f, m, d in zip(rows["fps"], rows["model_px_per_frame"], rows["data_px_per_frame"]):
-                print(f"{f:3d}   {m:14.2f}   {d:13.2f}")
-            print(f"slope of log px/frame against log fps: model {rows['model_slope']:.2f}, "
-                  f"data {rows['data_slope']:.2f} (-1: the world's own units; 0: the fps is ignored)")
+        print(json.dumps(rows, indent=2) if args.json else format_fps_response(rows))
         return 0
     report = evaluate_t2v(model, n=args.n, guidance_scale=args.guidance, num_steps=args.steps, seed=args.seed,
                           references=not args.no_references, progress=not args.json)
@@ -268,6 +261,12 @@ def cmd_ship(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     module = importlib.import_module(TRAINERS[args.what][0])
     return module.main(args)
+
+
+_BASE_CHECKPOINT_HELP = (
+    "a t2v.safetensors from `vdlearn train t2v` (default: the course's base model "
+    "data/t2v/toy_layout_fpscond.safetensors: VideoCrafter2's temporal layers plus vdlearn's own fps-aware caption "
+    "layout, trained from scratch at 4, 8 and 16 fps; data/t2v/README.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "course's base model, data/t2v/toy_layout_fpscond.safetensors) and print what the judges see in each.")
     s.add_argument("--prompt", action="append", required=True,
                    help="a toy caption, e.g. 'a red 3 moving left quickly' (repeat for several)")
-    s.add_argument("--checkpoint", default=None, help="a t2v.safetensors from `vdlearn train t2v` (default: the course's base model data/t2v/toy_layout_fpscond.safetensors: VideoCrafter2's temporal layers plus vdlearn's own fps-aware caption layout, trained from scratch at 4, 8 and 16 fps; data/t2v/README.md)")
+    s.add_argument("--checkpoint", default=None, help=_BASE_CHECKPOINT_HELP)
     s.add_argument("--out", default="sample.mp4", help="output file, .mp4 (gif when no ffmpeg) or .gif")
     s.add_argument("--n", type=int, default=1, help="videos per prompt (seeds seed, seed+1, ...)")
     s.add_argument("--seed", type=int, default=0, help="noise seed: the same seed and prompt give the same video")
@@ -324,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Generate clips for prompts with training and held-out attribute combinations and "
                                    "print prompt adherence, picture quality, flicker and Frechet distances to clean "
                                    "and to low-quality real clips, beside the same figures for real clips.")
-    e.add_argument("--checkpoint", default=None, help="a t2v.safetensors from `vdlearn train t2v` (default: the course's base model data/t2v/toy_layout_fpscond.safetensors: VideoCrafter2's temporal layers plus vdlearn's own fps-aware caption layout, trained from scratch at 4, 8 and 16 fps; data/t2v/README.md)")
+    e.add_argument("--checkpoint", default=None, help=_BASE_CHECKPOINT_HELP)
     e.add_argument("--n", type=int, default=256, help="prompts per set (default 256)")
     e.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
     e.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")

@@ -158,6 +158,16 @@ def ladder_probe(model, t_starts=(200, 400, 600, 800, 999), n: int = 96, *, spli
     return rows
 
 
+def format_fps_response(rows: dict) -> str:
+    """A plain-text table of :func:`fps_response`: displacement per frame at each fps, and both slopes."""
+    lines = ["fps   model px/frame   data px/frame"]
+    for f, m, d in zip(rows["fps"], rows["model_px_per_frame"], rows["data_px_per_frame"]):
+        lines.append(f"{f:3d}   {m:14.2f}   {d:13.2f}")
+    lines.append(f"slope of log px/frame against log fps: model {rows['model_slope']:.2f}, "
+                 f"data {rows['data_slope']:.2f} (-1: the world's own units; 0: the fps is ignored)")
+    return "\n".join(lines)
+
+
 def format_ladder(rows: list[dict]) -> str:
     """A plain-text table of :func:`ladder_probe`'s rows."""
     keys = ("object", "colour", "direction", "speed", "joint")

@@ -26,6 +26,5 @@ from vdlearn.pipelines.video_io import export_to_video
 from vdlearn.pipelines.videocrafter import VideoCrafterPipeline, VideoPipelineOutput
 
 __all__ = ["BASE_MODEL", "T2V_PRESETS", "LaVieBasePipeline", "LaVieCascade", "LaVieInterpolationPipeline",
-           "LaVieVSRPipeline",
-           "T2VConfig", "TextToVideo", "VideoCrafterPipeline", "VideoPipelineOutput", "export_to_video",
+           "LaVieVSRPipeline", "T2VConfig", "TextToVideo", "VideoCrafterPipeline", "VideoPipelineOutput", "export_to_video",
            "shipped_t2v_path"]
