@@ -234,6 +234,25 @@ def test_the_base_model_was_trained_from_scratch_and_measured_as_shipped():
     assert meta["stored_dtype"] == "float16" and meta["ship"]["command"].startswith("vdlearn ship ")
 
 
+def test_the_base_model_meets_the_adherence_bar_as_measured_on_256_prompts():
+    """Issue 11's bar, on the figures `vdlearn ship` measured (256 prompts per set): joint adherence at
+    least 0.90 on training combinations with every attribute at 0.90, and 0.80 held out; float16 as
+    shipped measures as the float32 weights did; the fps input moves the motion the world's way."""
+    import json
+
+    meta = json.loads(shipped_t2v_path(BASE_MODEL).with_suffix(".json").read_text())
+    ev, fp32 = meta["metrics"]["eval"], meta["ship"]["metrics_float32"]["eval"]
+    train, held = ev["train_combinations"]["adherence"], ev["heldout_combinations"]["adherence"]
+    assert train["joint"] >= 0.90 and min(train[k] for k in ("object", "colour", "direction", "speed")) >= 0.90, train
+    assert held["joint"] >= 0.80, held
+    for split in ("train_combinations", "heldout_combinations"):
+        assert fp32[split]["adherence"]["n"] == 256
+        for k in ("object", "colour", "direction", "speed", "joint"):
+            assert abs(fp32[split]["adherence"][k] - ev[split]["adherence"][k]) <= 2 / 256, (split, k)
+    fps = meta["metrics"]["fps_response"]
+    assert fps["fps"] == [4, 8, 16] and fps["data_slope"] < fps["model_slope"] < 0.5 * fps["data_slope"], fps
+
+
 def test_sample_and_eval_default_to_the_base_model_and_say_so(monkeypatch, capsys):
     from vdlearn import cli
 
